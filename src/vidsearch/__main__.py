@@ -1,0 +1,5 @@
+import sys
+
+from vidsearch.cli import main
+
+sys.exit(main())

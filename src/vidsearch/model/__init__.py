@@ -1,0 +1,1 @@
+"""CLIP backbone, AIM adapters, temporal heads and the video-text model."""

@@ -1,0 +1,1 @@
+"""The feature store, indexes and search."""

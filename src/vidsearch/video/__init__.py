@@ -1,0 +1,1 @@
+"""Video decoding, keyframe samplers, moments and the keyframe cache."""
