@@ -1,0 +1,261 @@
+"""Query → hits: the library function the CLI and the web app call (contract in docs/contracts.md, "Search").
+
+A query is encoded by a text encoder passed in (anything with `encode(list[str]) -> [N, D]` float32 L2-normalised
+and a `fingerprint`), through an LRU cache keyed by the query text; the vector's top rows (exact or FAISS, see
+`index.py`) are grouped by video, best moment first. Hybrid mode also matches the query as a case-insensitive
+substring of the videos' captions (the seed's text-match mode) and can fuse both rankings by reciprocal rank fusion.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal, Protocol
+
+import numpy as np
+
+from vidsearch.store.index import IndexKind, index_for, l2_normalised
+from vidsearch.store.store import Store, read_manifest
+
+logger = logging.getLogger(__name__)
+
+SearchMode = Literal["vector", "text", "hybrid"]
+RRF_K = 60
+
+
+class QueryEncoder(Protocol):
+    """Turns texts into float32 L2-normalised vectors [N, D] of the model named by `fingerprint`."""
+
+    fingerprint: str
+
+    def encode(self, texts: list[str]) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class FunctionEncoder:
+    """A QueryEncoder from a plain function."""
+
+    fn: Callable[[list[str]], np.ndarray]
+    fingerprint: str
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        return self.fn(texts)
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    k: int = 10  # videos returned (and caption matches, in text and hybrid modes)
+    mode: SearchMode = "vector"
+    threshold: float | None = None  # minimum cosine similarity of a moment
+    category: str | None = None  # only videos of this category
+    index: IndexKind = "auto"  # exact below 100 k vectors, FAISS above (see index.py)
+    fuse: bool = True  # hybrid: order hits by reciprocal rank fusion of vector and caption rankings
+    moments_per_video: int = 3
+    rrf_k: int = RRF_K
+
+
+@dataclass(frozen=True)
+class Moment:
+    start: float | None  # seconds; None when the row is a whole video
+    end: float | None
+    score: float  # cosine similarity with the query
+    thumbnail: str | None
+
+
+@dataclass
+class VideoHit:
+    video_id: str
+    score: float | None  # the best moment's score
+    category: str | None
+    thumbnail: str | None  # the best moment's
+    moments: list[Moment]  # best first, at most moments_per_video
+    matched_moments: int  # the video's moments among the retrieved rows that pass the threshold
+    text_match: bool = False  # hybrid: one of its captions contains the query
+    fused_score: float | None = None  # hybrid with fuse: the RRF score hits are ordered by
+
+
+@dataclass(frozen=True)
+class TextMatch:
+    video_id: str
+    category: str | None
+    captions: list[str]  # the captions that contain the query
+
+
+@dataclass
+class SearchResult:
+    query: str
+    mode: SearchMode
+    hits: list[VideoHit]
+    text_matches: list[TextMatch]
+    store_version: int
+    index: str | None  # "exact", "faiss-hnsw", "faiss-ivf"; None in text mode
+    cached_query: bool  # the query vector came from the cache
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready values."""
+        return dataclasses.asdict(self)
+
+
+class Searcher:
+    """Searches one store with one encoder; keeps the query-vector cache and follows newly published versions."""
+
+    def __init__(self, store: Store, encoder: QueryEncoder | None, *, array: str = "video_feature",
+                 cache_size: int = 1024):
+        if encoder is not None:
+            store.check_fingerprint(encoder.fingerprint)
+        self.store, self.encoder, self.array = store, encoder, array
+        self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
+        self._rows_by_video: dict[str, np.ndarray] | None = None
+
+    @classmethod
+    def open(cls, path: str | Path, encoder: QueryEncoder | None, **kwargs: Any) -> Searcher:
+        return cls(Store.open(path), encoder, **kwargs)
+
+    def refresh(self) -> bool:
+        """Switch to the store's latest published version if it changed; True when it did."""
+        if read_manifest(self.store.path)["version"] == self.store.version:
+            return False
+        store = Store.open(self.store.path)
+        if self.encoder is not None:
+            store.check_fingerprint(self.encoder.fingerprint)
+        self.store, self._rows_by_video = store, None
+        return True
+
+    def search(self, query: str, options: SearchOptions = SearchOptions()) -> SearchResult:
+        if options.mode not in ("vector", "text", "hybrid"):
+            raise ValueError(f"mode {options.mode!r}: one of vector, text, hybrid")
+        started = time.perf_counter()
+        timings: dict[str, float] = {}
+        hits: list[VideoHit] = []
+        text_matches: list[TextMatch] = []
+        index_kind, cached = None, False
+        if options.mode in ("text", "hybrid"):
+            text_matches = _timed(timings, "text", lambda: self.text_matches(query, options))
+        if options.mode in ("vector", "hybrid"):
+            vector, cached = _timed(timings, "encode", lambda: self.encode(query))
+            index = index_for(self.store, self.array, options.index)
+            hits, index_kind = _timed(timings, "vector", lambda: self._vector_hits(index, vector, options)), index.kind
+        if options.mode == "hybrid":
+            hits = self._hybrid(hits, text_matches, vector, options)
+        timings["total"] = (time.perf_counter() - started) * 1e3
+        return SearchResult(query, options.mode, hits, text_matches, self.store.version, index_kind, cached,
+                            {name: round(ms, 3) for name, ms in timings.items()})
+
+    def encode(self, query: str) -> tuple[np.ndarray, bool]:
+        """The query's vector [D] and whether it came from the cache."""
+        if self.encoder is None:
+            raise ValueError("vector and hybrid search need a text encoder; text mode works without one")
+        key = query.strip()
+        with self._lock:
+            if key in self._vectors:
+                self._vectors.move_to_end(key)
+                return self._vectors[key], True
+        vector = l2_normalised(np.asarray(self.encoder.encode([key]), dtype=np.float32))[0]
+        with self._lock:
+            self._vectors[key] = vector
+            while len(self._vectors) > self._cache_size:
+                self._vectors.popitem(last=False)
+        return vector, False
+
+    def text_matches(self, query: str, options: SearchOptions) -> list[TextMatch]:
+        """Videos with a caption containing the query (case-insensitive), most matching captions first."""
+        needle = query.strip().casefold()
+        if not needle:
+            return []
+        matches = []
+        for video_id, info in self.store.videos().items():
+            captions = [c for c in info.captions if needle in c.casefold()]
+            if captions and options.category in (None, info.category):
+                matches.append(TextMatch(video_id, info.category, captions))
+        matches.sort(key=lambda match: -len(match.captions))
+        return matches[: options.k]
+
+    def _vector_hits(self, index: Any, vector: np.ndarray, options: SearchOptions) -> list[VideoHit]:
+        """Top rows grouped into videos; widens the candidate rows until k videos pass the filters."""
+        total = len(index)
+        candidates = min(total, max(10 * options.k, 100))
+        while True:
+            scores, rows = index.search(vector[None], candidates)
+            hits = self._group(scores[0], rows[0], options)
+            below = options.threshold is not None and len(scores[0]) and scores[0][-1] < options.threshold
+            if len(hits) >= options.k or candidates >= total or below:
+                return hits[: options.k]
+            candidates = min(total, 4 * candidates)
+
+    def _group(self, scores: np.ndarray, rows: np.ndarray, options: SearchOptions) -> list[VideoHit]:
+        table, videos = self.store.rows, self.store.videos()
+        moments: dict[str, list[Moment]] = {}
+        for score, row in zip(scores.tolist(), rows.tolist()):
+            if row < 0 or (options.threshold is not None and score < options.threshold):
+                continue
+            video_id = table.video_id[row]
+            if options.category is None or videos[video_id].category == options.category:
+                moments.setdefault(video_id, []).append(
+                    Moment(table.start[row], table.end[row], score, table.thumbnail[row]))
+        return [VideoHit(video_id, found[0].score, videos[video_id].category, found[0].thumbnail,
+                         found[: options.moments_per_video], len(found)) for video_id, found in moments.items()]
+
+    def _hybrid(self, hits: list[VideoHit], matches: list[TextMatch], vector: np.ndarray,
+                options: SearchOptions) -> list[VideoHit]:
+        matched = {match.video_id for match in matches}
+        for hit in hits:
+            hit.text_match = hit.video_id in matched
+        if not options.fuse:
+            return hits
+        fused = reciprocal_rank_fusion([[h.video_id for h in hits], [m.video_id for m in matches]], options.rrf_k)
+        by_id = {hit.video_id: hit for hit in hits}
+        result = []
+        for video_id, score in list(fused.items())[: options.k]:
+            hit = by_id.get(video_id) or self._caption_only_hit(video_id, vector, options)
+            hit.fused_score = score
+            result.append(hit)
+        return result
+
+    def _caption_only_hit(self, video_id: str, vector: np.ndarray, options: SearchOptions) -> VideoHit:
+        """A hit for a video found only by its captions: its moments scored exactly, none counted as matched."""
+        rows = self._rows_of(video_id)
+        scores = np.asarray(self.store.array(self.array)[rows] @ vector, dtype=np.float32)
+        table = self.store.rows
+        moments = [Moment(table.start[r], table.end[r], float(s), table.thumbnail[r])
+                   for s, r in sorted(zip(scores.tolist(), rows.tolist()), key=lambda pair: -pair[0])]
+        best = moments[0] if moments else None
+        return VideoHit(video_id, best and best.score, self.store.videos()[video_id].category, best and best.thumbnail,
+                        moments[: options.moments_per_video], 0, text_match=True)
+
+    def _rows_of(self, video_id: str) -> np.ndarray:
+        if self._rows_by_video is None:
+            grouped: dict[str, list[int]] = {}
+            for row, vid in enumerate(self.store.rows.video_id):
+                grouped.setdefault(vid, []).append(row)
+            self._rows_by_video = {vid: np.asarray(rows) for vid, rows in grouped.items()}
+        return self._rows_by_video[video_id]
+
+
+def reciprocal_rank_fusion(rankings: list[list[str]], k: int = RRF_K) -> dict[str, float]:
+    """Σ 1 / (k + rank) over the rankings (rank 1 = best); ids ordered by fused score, first-seen order on ties."""
+    scores: dict[str, float] = {}
+    for ranking in rankings:
+        for rank, item in enumerate(ranking, start=1):
+            scores[item] = scores.get(item, 0.0) + 1.0 / (k + rank)
+    return dict(sorted(scores.items(), key=lambda pair: -pair[1]))
+
+
+def search(store: Store, query: str, encoder: QueryEncoder | None,
+           options: SearchOptions = SearchOptions()) -> SearchResult:
+    """One-off search (no query cache kept between calls: long-lived callers keep a `Searcher`)."""
+    return Searcher(store, encoder).search(query, options)
+
+
+def _timed(timings: dict[str, float], name: str, fn: Callable[[], Any]) -> Any:
+    started = time.perf_counter()
+    result = fn()
+    timings[name] = (time.perf_counter() - started) * 1e3
+    return result
