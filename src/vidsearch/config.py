@@ -51,6 +51,7 @@ class FrameConfig:
     jpeg_quality: int = 90
     segment_seconds: float | None = None
     scenes: bool = False
+    scene_threshold: float = 0.12  # mean absolute difference of small grey frames (0-1) that starts a new shot
 
 
 @dataclasses.dataclass
@@ -69,6 +70,11 @@ class TrainConfig:
     seed: int = 0
     max_words: int = 77
     workers: int = 2
+    val_split: str = "val"  # "val", "test" (explicitly chosen) or "none": which split picks the best checkpoint
+    twins_in_batch: bool = False  # put each video's time-reversed twin in the same batch (hard negatives)
+    compile: bool = False  # torch.compile the forward pass
+    grad_checkpointing: bool = False  # recompute open_clip tower activations in backward (less memory)
+    log_every: int = 10  # steps between JSON log lines
 
 
 def to_dict(obj: Any) -> dict[str, Any]:

@@ -1,0 +1,251 @@
+"""Decoding local video files with PyAV, safely and only as much as needed.
+
+Why PyAV: its wheels bundle FFmpeg (no system packages), and it exposes what this module needs below the level of
+"give me frame N": a demux-only pass (every frame's timestamp without decoding), per-packet `skip_frame` (so frames
+nobody asked for are not even decoded when no other frame depends on them) and the options of `avformat_open_input`
+(the whitelists below). TorchCodec decodes whole batches well but hides those three.
+
+Safety, since video files come from users:
+- only regular local files are opened (no URLs or FFmpeg protocols, no devices or pipes), by absolute path, with
+  `protocol_whitelist=file`;
+- only real container demuxers are allowed (`format_whitelist`): FFmpeg probes the content, not the name, so an HLS
+  or ffconcat playlist saved as `.mp4`/`.avi` would otherwise open the files it lists; `enable_drefs=0` keeps MP4
+  external data references closed too;
+- declared duration, frame size and stream count are checked against `DecodeLimits` before decoding;
+- hangs and crashes are contained by the caller, which runs each file in a child process (`vidsearch.video.workers`).
+
+Timestamps are seconds from the first frame, in presentation order; frame `i` is the i-th frame shown.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import stat
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import av
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+ALLOWED_DEMUXERS = ("mov", "matroska", "avi", "mpegts")
+_OPEN_OPTIONS = {
+    "format_whitelist": ",".join(ALLOWED_DEMUXERS),
+    "protocol_whitelist": "file",
+    "enable_drefs": "0",
+}
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+_TRUNCATION_TOLERANCE_S = 1.0
+
+
+class VideoError(Exception):
+    """A video that cannot be used, with a short machine-readable code (kept in the cache manifest)."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """What a single file may ask of the decoder; anything beyond is refused before decoding."""
+
+    max_seconds: float = 4 * 3600.0
+    max_side: int = 8192
+    max_streams: int = 16
+    timeout_s: float = 900.0
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What a demux-only pass and the first decoded frame tell about the video stream."""
+
+    format: str
+    codec: str
+    pts: np.ndarray  # int64, the stream's own timestamps, presentation order, one per frame
+    timestamps: np.ndarray  # float64 seconds from the first frame
+    duration: float
+    fps: float
+    width: int  # as displayed, after rotation
+    height: int
+    rotation: int  # degrees counter-clockwise to apply for display: 0, 90, 180 or 270
+
+
+def check_local_file(path: str | Path) -> Path:
+    """The absolute path of a regular local file, or VideoError: URLs, devices and pipes never reach FFmpeg."""
+    text = str(path)
+    if _URL.match(text) and not Path(text).exists():
+        raise VideoError("not_local", f"only local files can be read, not {text!r}")
+    resolved = Path(text).resolve()
+    try:
+        mode = resolved.stat().st_mode
+    except OSError as error:
+        raise VideoError("not_found", f"cannot read {text}: {error.strerror}") from None
+    if not stat.S_ISREG(mode):
+        raise VideoError("not_a_file", f"{text} is not a regular file")
+    if resolved.stat().st_size == 0:
+        raise VideoError("empty", f"{text} is empty")
+    return resolved
+
+
+@contextmanager
+def open_video(path: str | Path, *, limits: DecodeLimits, threads: int = 1) -> Iterator[av.container.InputContainer]:
+    """Open a checked local file with the whitelists, check the limits, and set up its first video stream."""
+    source = check_local_file(path)
+    try:
+        container = av.open(str(source), container_options=_OPEN_OPTIONS)
+    except av.ArgumentError:
+        raise VideoError("format_not_allowed", f"not a {'/'.join(ALLOWED_DEMUXERS)} container") from None
+    except av.FFmpegError as error:
+        raise VideoError("unreadable", _ffmpeg_message(error)) from None
+    try:
+        _check_limits(container, limits)
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        stream.codec_context.thread_count = threads
+        yield container
+    finally:
+        container.close()
+
+
+def _check_limits(container: av.container.InputContainer, limits: DecodeLimits) -> None:
+    if len(container.streams) > limits.max_streams:
+        raise VideoError("too_many_streams", f"{len(container.streams)} streams (limit {limits.max_streams})")
+    if not container.streams.video:
+        raise VideoError("no_video_stream", "the file has no video stream")
+    context = container.streams.video[0].codec_context
+    if not (0 < context.width <= limits.max_side and 0 < context.height <= limits.max_side):
+        raise VideoError("bad_dimensions", f"declared size {context.width}×{context.height} (limit {limits.max_side})")
+    declared = _declared_seconds(container)
+    if declared is not None and declared > limits.max_seconds:
+        raise VideoError("too_long", f"{declared:.0f} s (limit {limits.max_seconds:.0f} s)")
+
+
+def _declared_seconds(container: av.container.InputContainer) -> float | None:
+    stream = container.streams.video[0]
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    return container.duration / av.time_base if container.duration is not None else None
+
+
+def probe(path: str | Path, *, limits: DecodeLimits) -> VideoInfo:
+    """Every frame's timestamp by a demux-only pass, plus the first frame's rotation; refuses truncated files."""
+    with open_video(path, limits=limits) as container:
+        stream = container.streams.video[0]
+        pts, end, rotation = _demux_timestamps(container, stream, limits)
+        declared_seconds, declared_frames = _declared_seconds(container), stream.frames
+        tick = float(stream.time_base)
+        rate = float(stream.average_rate) if stream.average_rate else None
+        context = stream.codec_context
+        header = (container.format.name, context.name, context.width, context.height)
+    duration = (end - int(pts[0])) * tick
+    if len(pts) < declared_frames:
+        raise VideoError("truncated", f"{len(pts)} of the {declared_frames} frames the file lists are present")
+    if declared_seconds is not None and duration < declared_seconds - _TRUNCATION_TOLERANCE_S:
+        raise VideoError("truncated", f"frames stop at {duration:.2f} s of a declared {declared_seconds:.2f} s")
+    form, codec, width, height = header
+    if rotation % 180:
+        width, height = height, width
+    timestamps = (pts - pts[0]).astype(np.float64) * tick
+    return VideoInfo(form, codec, pts, timestamps, duration, rate or len(pts) / duration, width, height, rotation)
+
+
+def _demux_timestamps(container, stream, limits: DecodeLimits) -> tuple[np.ndarray, int, int]:
+    """Presentation timestamps of all frames, the end of the last one, and the rotation of the first frame."""
+    seen: set[int] = set()
+    first, end, rotation = None, None, None
+    max_ticks = limits.max_seconds / float(stream.time_base)
+    try:
+        for packet in container.demux(stream):
+            if rotation is None:
+                rotation = _first_rotation(stream, packet)  # the last, empty packet flushes the decoder
+            stamp = packet.pts if packet.pts is not None else packet.dts
+            if stamp is None or packet.size == 0:
+                continue
+            seen.add(stamp)
+            first = stamp if first is None else min(first, stamp)
+            end = max(end or stamp, stamp + max(packet.duration or 0, 1))
+            if stamp - first > max_ticks:
+                raise VideoError("too_long", f"frames go on past {limits.max_seconds:.0f} s")
+    except av.FFmpegError as error:
+        raise VideoError("corrupt", _ffmpeg_message(error)) from None
+    if not seen:
+        raise VideoError("no_frames", "the video stream has no frames")
+    if rotation is None:
+        raise VideoError("decode_error", "no frame could be decoded")
+    return np.array(sorted(seen), dtype=np.int64), end, rotation
+
+
+def _first_rotation(stream, packet) -> int | None:
+    """Feed packets until the decoder gives its first frame; its display matrix says how to turn frames."""
+    try:
+        frames = stream.codec_context.decode(packet)
+    except av.FFmpegError as error:
+        raise VideoError("decode_error", _ffmpeg_message(error)) from None
+    if not frames:
+        return None
+    rotation = frames[0].rotation
+    return 0 if rotation is None or rotation == -(2**31) else round(rotation / 90) % 4 * 90
+
+
+def decode_frames(path: str | Path, *, info: VideoInfo, indices: list[int], size: int, limits: DecodeLimits,
+                  threads: int = 1) -> np.ndarray:
+    """Frames `indices` as uint8 [N, size, size, 3]: short side to `size` (bicubic), centre crop, upright.
+
+    Packets of frames that are not wanted are sent with `skip_frame=NONREF`, so the decoder drops them unless another
+    frame refers to them; only the wanted frames are converted to RGB, and only at the target size.
+    """
+    wanted = {int(info.pts[i]): position for position, i in enumerate(indices)}
+    out = np.empty((len(indices), size, size, 3), dtype=np.uint8)
+    done = 0
+    with open_video(path, limits=limits, threads=threads) as container:
+        stream = container.streams.video[0]
+        for frame in _decode_only(container, stream, wanted):
+            out[wanted.pop(frame.pts)] = _square(frame, size=size, rotation=info.rotation)
+            done += 1
+    if wanted:
+        missing = sorted(float(info.timestamps[indices[p]]) for p in wanted.values())
+        raise VideoError("decode_error", f"{len(missing)} frame(s) could not be decoded, first at {missing[0]:.3f} s")
+    return out
+
+
+def _decode_only(container, stream, wanted: dict[int, int]) -> Iterator[av.VideoFrame]:
+    context = stream.codec_context
+    try:
+        for packet in container.demux(stream):
+            if not wanted:
+                return
+            context.skip_frame = "DEFAULT" if packet.pts in wanted or packet.pts is None else "NONREF"
+            yield from (frame for frame in context.decode(packet) if frame.pts in wanted)
+    except av.FFmpegError as error:
+        raise VideoError("decode_error", _ffmpeg_message(error)) from None
+
+
+def iter_frames(path: str | Path, *, limits: DecodeLimits, width: int | None = None,
+                height: int | None = None, threads: int = 1) -> Iterator[np.ndarray]:
+    """Every frame's luma as uint8 [H, W] (scaled to width×height when given), in presentation order, as coded."""
+    with open_video(path, limits=limits, threads=threads) as container:
+        try:
+            for frame in container.decode(video=0):
+                yield frame.to_ndarray(format="gray", width=width, height=height)
+        except av.FFmpegError as error:
+            raise VideoError("decode_error", _ffmpeg_message(error)) from None
+
+
+def _square(frame: av.VideoFrame, *, size: int, rotation: int) -> np.ndarray:
+    """Short side to `size` with bicubic scaling in swscale, turned upright, centre-cropped to size×size."""
+    scale = size / min(frame.width, frame.height)
+    width, height = max(size, round(frame.width * scale)), max(size, round(frame.height * scale))
+    rgb = frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="BICUBIC")
+    rgb = np.rot90(rgb, k=rotation // 90)
+    top, left = (rgb.shape[0] - size) // 2, (rgb.shape[1] - size) // 2
+    return rgb[top:top + size, left:left + size]
+
+
+def _ffmpeg_message(error: av.FFmpegError) -> str:
+    return error.strerror or str(error)

@@ -1,0 +1,86 @@
+"""Decoding and sampling real files: every keyframe's painted index and timestamp is checked exactly."""
+
+import os
+
+import numpy as np
+import pytest
+
+from vidsearch.video import samplers
+from vidsearch.video.decode import DecodeLimits, VideoError, check_local_file, decode_frames, iter_frames, probe
+
+LIMITS = DecodeLimits()
+
+
+def uniform_keyframes(path, read_index, *, num_frames=12, size=64):
+    info = probe(path, limits=LIMITS)
+    chosen = samplers.uniform(info.timestamps, num_frames=num_frames, fps=1.0)
+    frames = decode_frames(path, info=info, indices=chosen.tolist(), size=size, limits=LIMITS)
+    return info, chosen, [read_index(frame) for frame in frames]
+
+
+@pytest.mark.parametrize("name, expected", [("h264", [0, 10, 20, 30]), ("vp9", [0, 10, 20]), ("mjpeg", [0, 10, 20])])
+def test_uniform_keeps_the_first_frame_of_every_second(videos, painted_index, name, expected):
+    info, chosen, painted = uniform_keyframes(videos[name], painted_index)
+    assert chosen.tolist() == painted == expected
+    assert info.timestamps[chosen].tolist() == pytest.approx([i / 10 for i in expected])
+    assert (info.width, info.height, info.fps) == (64, 48, 10.0)
+
+
+def test_more_seconds_than_frames_are_thinned_evenly(videos, painted_index):
+    _, chosen, painted = uniform_keyframes(videos["h264"], painted_index, num_frames=3)
+    assert chosen.tolist() == painted == [0, 20, 30]
+
+
+def test_variable_frame_rate_uses_real_timestamps(videos, painted_index):
+    info, chosen, painted = uniform_keyframes(videos["vfr"], painted_index)
+    assert chosen.tolist() == painted == [0, 4, 7, 9]
+    assert info.timestamps.tolist() == pytest.approx([0.0, 0.1, 0.15, 0.9, 1.0, 1.02, 1.5, 2.3, 2.31, 3.7, 3.75, 3.9])
+
+
+def test_rotated_video_comes_out_upright(videos, painted_index):
+    info, chosen, painted = uniform_keyframes(videos["rotated"], painted_index)
+    assert (info.width, info.height, info.rotation) == (48, 64, 270)
+    assert painted == [0, 10, 20]
+
+
+def test_one_frame_video(videos, painted_index):
+    info, chosen, painted = uniform_keyframes(videos["one"], painted_index)
+    assert painted == [0] and info.timestamps.tolist() == [0.0]
+    assert info.duration == pytest.approx(0.1)
+
+
+def test_skipped_frames_do_not_change_the_kept_ones(videos, painted_index):
+    """Frames decoded with their neighbours skipped equal the same frames from a decode of every frame."""
+    info = probe(videos["h264"], limits=LIMITS)
+    everything = decode_frames(videos["h264"], info=info, indices=list(range(35)), size=48, limits=LIMITS)
+    some = decode_frames(videos["h264"], info=info, indices=[3, 17, 34], size=48, limits=LIMITS)
+    np.testing.assert_array_equal(some, everything[[3, 17, 34]])
+    assert [painted_index(frame) for frame in everything] == list(range(35))
+
+
+def test_maxdiff_finds_the_planted_changes(videos, painted_index):
+    info = probe(videos["jumps"], limits=LIMITS)
+    scores = samplers.maxdiff_scores(iter_frames(videos["jumps"], limits=LIMITS))
+    chosen = samplers.maxdiff(scores, num_frames=4)
+    frames = decode_frames(videos["jumps"], info=info, indices=chosen.tolist(), size=64, limits=LIMITS)
+    assert chosen.tolist() == [painted_index(frame) for frame in frames] == [5, 11, 17, 26]
+
+
+def test_limits_are_checked_before_decoding(videos):
+    for limits, code in [(DecodeLimits(max_seconds=2), "too_long"), (DecodeLimits(max_side=32), "bad_dimensions"),
+                         (DecodeLimits(max_streams=0), "too_many_streams")]:
+        with pytest.raises(VideoError) as error:
+            probe(videos["h264"], limits=limits)
+        assert error.value.code == code
+
+
+def test_only_regular_local_files_reach_the_decoder(tmp_path):
+    fifo = tmp_path / "pipe.mp4"
+    os.mkfifo(fifo)
+    cases = [("http://example.com/v.mp4", "not_local"), ("file:/etc/hostname", "not_local"),
+             ("/dev/zero", "not_a_file"), (str(fifo), "not_a_file"), (str(tmp_path), "not_a_file"),
+             (str(tmp_path / "missing.mp4"), "not_found")]
+    for path, code in cases:
+        with pytest.raises(VideoError) as error:
+            check_local_file(path)
+        assert error.value.code == code, path
