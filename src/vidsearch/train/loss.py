@@ -1,0 +1,46 @@
+"""Symmetric InfoNCE over a batch of (caption, video) pairs (CLIP, CLIP4Clip; REFERENCE.md "CLIP").
+
+    logits = min(exp(logit_scale), 100) · text @ videoᵀ        [N, N], pair i is the diagonal
+    loss   = (CE(logits, i) + CE(logitsᵀ, i)) / 2
+
+Under `torchrun` every rank encodes its share of the global batch; the features of all ranks are gathered *here*,
+with gradient (`torch.distributed.nn.functional.all_gather`), never inside the model. Every rank then computes the
+whole global batch's loss. The gather's backward sums the gradient that each rank's copy of the loss sends to a
+rank's own features (world × the single-process gradient), and DistributedDataParallel's averaging of parameter
+gradients divides by world again: the result equals one process training on the whole batch.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+MAX_LOGIT_SCALE = 100.0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def gather_with_grad(features: torch.Tensor) -> torch.Tensor:
+    """Concatenate `features` [n, D] of all ranks in rank order, keeping the autograd graph; identity alone."""
+    if world_size() == 1:
+        return features
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(features), dim=0)
+
+
+def contrastive_loss(text: torch.Tensor, video: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+    """Symmetric cross-entropy of this rank's normalised features [n, D] against the whole (gathered) batch."""
+    text, video = gather_with_grad(_at_least_fp32(text)), gather_with_grad(_at_least_fp32(video))
+    scale = _at_least_fp32(logit_scale).exp().clamp(max=MAX_LOGIT_SCALE)
+    logits = scale * text @ video.t()
+    target = torch.arange(logits.shape[0], device=logits.device)
+    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2
+
+
+def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    """Softmax over a batch in fp16/bf16 loses the small logits' gradients: compute the loss in fp32 (or fp64)."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x

@@ -1,0 +1,99 @@
+import numpy as np
+import pytest
+
+from vidsearch.data.loader import (JpegFrames, LoaderVideo, TrainBatches, epoch_plan, frame_positions, match_videos,
+                                   pack_frames)
+from vidsearch.data.manifest import load_manifest
+
+
+def test_training_positions_are_random_in_time_order():
+    seen = set()
+    for seed in range(20):
+        positions, mask = frame_positions(30, 12, rng=np.random.default_rng(seed))
+        assert len(positions) == 12 and np.all(np.diff(positions) > 0) and positions.min() >= 0 and positions.max() < 30
+        assert mask.all()
+        seen.add(tuple(positions))
+    assert len(seen) == 20
+
+
+def test_evaluation_positions_are_evenly_spaced_with_both_ends():
+    positions, mask = frame_positions(23, 12, rng=None)
+    assert positions.tolist() == [0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22]
+    assert frame_positions(12, 12, rng=None)[0].tolist() == list(range(12))
+    assert mask.all()
+
+
+@pytest.mark.parametrize("rng", [None, np.random.default_rng(0)], ids=["eval", "train"])
+def test_short_videos_repeat_their_last_frame_and_mask_the_padding(rng):
+    positions, mask = frame_positions(3, 5, rng=rng)
+    assert positions.tolist() == [0, 1, 2, 2, 2]
+    assert mask.tolist() == [True, True, True, False, False]
+
+
+def _videos(captions_per_video, twins=False):
+    return [LoaderVideo(f"v{i}", f"v{i}", (0,), tuple(f"c{i}.{j}" for j in range(n)),
+                        twin=(f"v{i ^ 1}" if twins else None)) for i, n in enumerate(captions_per_video)]
+
+
+def test_an_epoch_uses_every_caption_once_without_repeating_a_video_in_a_batch():
+    videos = _videos([5, 5, 5, 5, 5, 3, 1, 1, 1, 2])
+    plan = epoch_plan(videos, batch_size=4, seed=0, epoch=0)
+    samples = [s for batch in plan for s in batch]
+    assert len(samples) == len(set(samples)) == 32  # 33 captions; the last, incomplete batch of 1 is dropped
+    assert all(len(batch) == 4 for batch in plan)
+    assert all(len({v for v, _ in batch}) == 4 for batch in plan)
+    assert plan == epoch_plan(videos, batch_size=4, seed=0, epoch=0)
+    assert plan != epoch_plan(videos, batch_size=4, seed=0, epoch=1)
+
+
+def test_twins_share_a_batch_when_asked():
+    videos = _videos([2] * 12, twins=True)
+    for batch in epoch_plan(videos, batch_size=4, seed=3, epoch=0, twins_in_batch=True):
+        ids = {v for v, _ in batch}
+        assert all(v ^ 1 in ids for v in ids)
+
+
+class _Store:
+    size = 2
+
+    def read(self, video, positions):
+        return np.full((len(positions), 2, 2, 3), int(video.cache_id[1:]), dtype=np.uint8) + positions[:, None, None, None].astype(np.uint8)
+
+
+def test_batches_split_over_ranks_rebuild_the_global_batch():
+    videos = [LoaderVideo(f"v{i}", f"v{i}", tuple(range(6)), ("a", "b")) for i in range(8)]
+    plan = epoch_plan(videos, batch_size=4, seed=0, epoch=0)
+    whole = TrainBatches(videos, plan, _Store(), num_frames=3, seed=0, epoch=0)[1]
+    halves = [TrainBatches(videos, plan, _Store(), num_frames=3, seed=0, epoch=0, rank=r, world=2)[1] for r in (0, 1)]
+    assert np.array_equal(np.concatenate([h.frames for h in halves]), whole.frames)
+    assert sum((h.captions for h in halves), []) == whole.captions
+    resumed = TrainBatches(videos, plan, _Store(), num_frames=3, seed=0, epoch=0, start=1)[0]
+    assert np.array_equal(resumed.frames, whole.frames)
+
+
+@pytest.fixture(scope="module")
+def small_cache(tmp_path_factory):
+    from vidsearch.cli import main
+
+    root = tmp_path_factory.mktemp("library")
+    assert main(["synth", "--out", str(root / "lib"), "--videos", "6", "--size", "48", "--seconds", "3"]) == 0
+    assert main(["frames", str(root / "lib" / "videos"), "--out", str(root / "cache"), "--frames", "4",
+                 "--size", "48", "--workers", "1"]) == 0
+    return root
+
+
+def test_packed_frames_equal_the_cache_jpegs_and_are_reused(small_cache, tmp_path):
+    from vidsearch.video.cache import open_cache
+
+    cache = open_cache(small_cache / "cache")
+    videos = match_videos(load_manifest(small_cache / "lib" / "manifest.jsonl"), cache, split=None,
+                          manifest_dir=small_cache / "lib")
+    assert len(videos) == 6 and all(len(v.frames) == 3 for v in videos)
+    packed = pack_frames(cache, videos, size=32, out_dir=tmp_path)
+    jpeg = JpegFrames(cache, 32)
+    positions = np.array([0, 2, 2])
+    for video in videos:
+        assert np.array_equal(packed.read(video, positions), jpeg.read(video, positions))
+    stamp = (tmp_path / "frames-32.npy").stat().st_mtime_ns
+    again = pack_frames(cache, videos, size=32, out_dir=tmp_path)
+    assert (tmp_path / "frames-32.npy").stat().st_mtime_ns == stamp and again.offsets == packed.offsets

@@ -1,0 +1,70 @@
+"""synth → frames → train → evaluate through the CLI, on a library small enough for a test."""
+
+import json
+
+import pytest
+
+from vidsearch.cli import main
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    assert main(["synth", "--out", str(root / "lib"), "--videos", "10", "--size", "64", "--seconds", "4"]) == 0
+    assert main(["frames", str(root / "lib" / "videos"), "--out", str(root / "cache"), "--frames", "4",
+                 "--size", "64", "--workers", "1"]) == 0
+    return root
+
+
+def _train(library, out, *extra):
+    return main(["train", "--data", str(library / "lib" / "manifest.jsonl"), "--frames", str(library / "cache"),
+                 "--out", str(out), "--model", "vidsearch-tiny", "--epochs", "2", "--batch-size", "8",
+                 "--frames-per-video", "4", "--workers", "0", "--lr", "1e-3", "--coef-lr", "1", *extra])
+
+
+def test_train_then_evaluate_on_the_synthetic_library(library, capsys):
+    run = library / "run"
+    assert _train(library, run) == 0
+    assert (run / "best" / "config.json").is_file() and (run / "epoch-2" / "model.safetensors").is_file()
+    assert any(json.loads(line).get("event") == "validation" for line in (run / "log.jsonl").read_text().splitlines())
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", str(run / "epoch-2"), "--data", str(library / "lib" / "manifest.jsonl"),
+                 "--frames", str(library / "cache"), "--json", "--dsl", "--workers", "0"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["split"] == "test" and result["videos"] == 2 and result["captions"] == 10
+    assert set(result["raw"]["text_to_video"]) == {"R@1", "R@5", "R@10", "MdR", "MnR", "queries"}
+    assert "dsl" in result
+
+    aim = library / "aim"
+    assert _train(library, aim, "--mode", "aim", "--init", str(run / "best"), "--epochs", "1", "--steps", "1") == 0
+    config = json.loads((aim / "state" / "config.json").read_text())
+    assert config["model"]["adapters"] is not None and config["trained_groups"] == ["adapters", "head", "ln_post"]
+    assert _train(library, aim, "--mode", "aim", "--init", str(run / "best"), "--epochs", "1", "--resume") == 0
+    assert (aim / "epoch-1" / "config.json").is_file()
+
+
+def test_resume_must_repeat_the_runs_settings(library, capsys):
+    out = library / "capped"
+    assert _train(library, out, "--epochs", "1", "--steps", "1") == 0
+    capsys.readouterr()
+    assert _train(library, out, "--epochs", "1", "--resume", "--lr", "5e-4") == 2
+    assert "these differ: train" in capsys.readouterr().err
+    assert _train(library, out, "--epochs", "1", "--resume") == 0
+    assert [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()
+            if "loss" in line] == [3]  # log_every 10: only the last step of the run is logged
+
+
+def test_a_manifest_without_val_needs_an_explicit_choice(library, tmp_path, capsys):
+    import dataclasses
+
+    from vidsearch.data.manifest import load_manifest, save_manifest
+
+    records = [dataclasses.replace(r, split="train") if r.split == "val" else r
+               for r in load_manifest(library / "lib" / "manifest.jsonl")]
+    manifest = save_manifest(records, library / "lib" / "noval.jsonl")
+    args = ["train", "--data", str(manifest), "--frames", str(library / "cache"), "--out", str(tmp_path / "r"),
+            "--model", "vidsearch-tiny", "--epochs", "1", "--batch-size", "8", "--frames-per-video", "4",
+            "--workers", "0", "--steps", "1"]
+    assert main(args) == 2
+    assert "--val-split test" in capsys.readouterr().err
+    assert main(args + ["--val-split", "test"]) == 0

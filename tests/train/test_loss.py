@@ -1,0 +1,53 @@
+import math
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+from vidsearch.train.loss import contrastive_loss
+
+WORKER = Path(__file__).with_name("ddp_loss_worker.py")
+
+
+def test_loss_is_symmetric_cross_entropy_over_scaled_similarities():
+    torch.manual_seed(0)
+    text, video = F.normalize(torch.randn(5, 8), dim=-1), F.normalize(torch.randn(5, 8), dim=-1)
+    scale = torch.tensor(math.log(20.0))
+    logits = 20.0 * text @ video.t()
+    expected = (F.cross_entropy(logits, torch.arange(5)) + F.cross_entropy(logits.t(), torch.arange(5))) / 2
+    torch.testing.assert_close(contrastive_loss(text, video, scale), expected)
+
+
+def test_logit_scale_is_clamped_at_100():
+    text = video = torch.eye(3)
+    big, hundred = contrastive_loss(text, video, torch.tensor(10.0)), contrastive_loss(text, video, torch.tensor(math.log(100)))
+    torch.testing.assert_close(big, hundred)
+
+
+def test_half_precision_features_give_a_float32_loss():
+    text = video = torch.eye(3, dtype=torch.bfloat16)
+    assert contrastive_loss(text, video, torch.tensor(1.0)).dtype == torch.float32
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_two_gloo_ranks_give_the_loss_and_gradients_of_one_process(tmp_path):
+    single, double = tmp_path / "single.safetensors", tmp_path / "ddp.safetensors"
+    subprocess.run([sys.executable, str(WORKER), str(single)], check=True, timeout=120)
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
+                    "--master-addr", "127.0.0.1", "--master-port", str(_free_port()), str(WORKER), str(double)],
+                   check=True, timeout=180, capture_output=True)
+    one, two = load_file(str(single)), load_file(str(double))
+    assert one.keys() == two.keys() and len(one) == 6
+    for key in one:
+        torch.testing.assert_close(two[key], one[key], rtol=1e-12, atol=1e-12, msg=key)
+    assert one["grad.logit_scale"].abs() > 0
