@@ -1,4 +1,40 @@
 import os
+import types
+
+import pytest
 
 # Tests run on the CPU with few threads: the machine has 2 cores and tests may run beside other work.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+# --- the web tests' library (tests/web, tests/e2e) -------------------------------------------------------------------
+
+def _build_web_library(root, *, videos: int):
+    """Synthetic videos cut into 2 s moments → keyframe cache → store of the tiny random-weight model."""
+    from vidsearch.config import FrameConfig
+    from vidsearch.data.manifest import load_manifest
+    from vidsearch.data.synthetic import generate_library
+    from vidsearch.model.source import ModelSource
+    from vidsearch.store.indexer import index_cache
+    from vidsearch.video.cache import build_cache
+
+    manifest = generate_library(root / "lib", videos=videos, seed=5, size=64, seconds=8.0, fps=4.0)
+    build_cache([root / "lib" / "videos"], root / "cache", FrameConfig(frames=4, size=64, segment_seconds=2.0),
+                workers=1)
+    source = ModelSource(backbone="vidsearch-tiny", num_frames=4)
+    index_cache(model=source.load(), source=source, cache_dir=root / "cache", store_dir=root / "store",
+                records=load_manifest(manifest))
+    return types.SimpleNamespace(root=root, store=root / "store", cache=root / "cache", manifest=manifest,
+                                 records=load_manifest(manifest))
+
+
+@pytest.fixture(scope="session")
+def make_web_library():
+    """Builds a small indexed library in a directory: make_web_library(root, videos=N)."""
+    return _build_web_library
+
+
+@pytest.fixture(scope="session")
+def web_library(tmp_path_factory):
+    """One library shared by the web tests, which only read it (upload tests build their own)."""
+    return _build_web_library(tmp_path_factory.mktemp("web-library"), videos=8)

@@ -1,0 +1,45 @@
+"""The JSON API: search, one video, health, and its OpenAPI description (openapi.py)."""
+
+from __future__ import annotations
+
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.http import require_GET
+
+from vidsearch.web.library import openapi, presenters, selectors
+from vidsearch.web.library.engine import LibraryUnavailable, get_library
+from vidsearch.web.library.errors import error_response
+from vidsearch.web.library.forms import ApiSearchForm, errors_text
+
+
+@require_GET
+def search(request: HttpRequest) -> JsonResponse:
+    form = ApiSearchForm(request.GET)
+    if not form.is_valid():
+        return error_response(request, status=400, message=errors_text(form), fields=form.errors.get_json_data())
+    data = form.cleaned_data
+    result = selectors.search_videos(query=data["q"], k=data["k"], mode=data["mode"], threshold=data["threshold"],
+                                     category=data["category"])
+    return JsonResponse(presenters.api_search(result))
+
+
+@require_GET
+def video(request: HttpRequest, video_id: str) -> JsonResponse:
+    detail = selectors.video_detail(video_id=video_id)
+    if detail is None:
+        return error_response(request, status=404, message=f"no video {video_id!r} in the library")
+    return JsonResponse(presenters.api_video(detail))
+
+
+@require_GET
+def health(request: HttpRequest) -> JsonResponse:
+    try:
+        store = get_library().store
+    except LibraryUnavailable as error:
+        return JsonResponse({"status": "unavailable", "error": str(error)}, status=503)
+    return JsonResponse({"status": "ok", "videos": len(store.videos()), "rows": len(store),
+                         "store_version": store.version, "model": store.fingerprint})
+
+
+@require_GET
+def openapi_description(request: HttpRequest) -> JsonResponse:
+    return JsonResponse(openapi.description())

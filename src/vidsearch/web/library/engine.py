@@ -1,0 +1,158 @@
+"""The process's library: one feature store, its model and its keyframe cache, loaded once and shared by requests.
+
+`vidsearch serve` opens it before the first request (`install`); otherwise the first request opens the store named
+by settings.VIDSEARCH_STORE. Searches run concurrently; following a newly published store version (at most once a
+`refresh_seconds`, or at once after an upload was indexed) waits until no search is running, since
+`Searcher.refresh` swaps the store a search reads.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
+
+from django.conf import settings
+
+from vidsearch.store.search import Searcher, SearchOptions, SearchResult
+from vidsearch.store.store import Store, StoreError
+from vidsearch.video.cache import MANIFEST, FrameCache, open_cache
+
+if TYPE_CHECKING:  # the model's modules import torch: only the server, which loads the model, pays for that
+    from vidsearch.model.source import ModelSource
+    from vidsearch.model.videoclip import VideoTextModel
+
+log = logging.getLogger(__name__)
+
+
+class LibraryUnavailable(Exception):
+    """No store to serve: none configured, or it cannot be opened."""
+
+
+class _ReadWriteLock:
+    """Many readers or one writer; a waiting writer holds back new readers."""
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._readers = 0
+        self._writer = False
+
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        with self._condition:
+            self._condition.wait_for(lambda: not self._writer)
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._readers -= 1
+                self._condition.notify_all()
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        with self._condition:
+            self._condition.wait_for(lambda: not self._writer)
+            self._writer = True
+            self._condition.wait_for(lambda: self._readers == 0)
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._writer = False
+                self._condition.notify_all()
+
+
+class Library:
+    """A Searcher (store + query encoder) and the keyframe cache its thumbnails and videos are found in."""
+
+    def __init__(self, searcher: Searcher, *, refresh_seconds: float = 1.0):
+        self.searcher = searcher
+        self._refresh_seconds = refresh_seconds
+        self._checked = time.monotonic()
+        self._lock = _ReadWriteLock()
+        self._cache_lock = threading.Lock()
+        self._cache: tuple[tuple[int, int], FrameCache] | None = None
+
+    @classmethod
+    def open(cls, store_dir: str | Path, *, refresh_seconds: float = 1.0) -> Library:
+        from vidsearch.store.indexer import open_searcher
+
+        log.info("loading the store %s and its model", store_dir)
+        return cls(open_searcher(store_dir), refresh_seconds=refresh_seconds)
+
+    @property
+    def store(self) -> Store:
+        """The store version searches currently read (immutable)."""
+        return self.searcher.store
+
+    @property
+    def model(self) -> VideoTextModel:
+        return self.searcher.encoder.model
+
+    @property
+    def model_source(self) -> ModelSource:
+        from vidsearch.model.source import ModelSource
+
+        return ModelSource.from_dict(self.store.info["model"])
+
+    @property
+    def cache_dir(self) -> Path:
+        return Path(self.store.info["frames"])
+
+    def search(self, query: str, options: SearchOptions) -> SearchResult:
+        if time.monotonic() - self._checked > self._refresh_seconds:
+            self.refresh()
+        with self._lock.reading():
+            return self.searcher.search(query, options)
+
+    def refresh(self) -> bool:
+        """Follow the store's latest published version; True when it changed."""
+        with self._lock.writing():
+            self._checked = time.monotonic()
+            changed = self.searcher.refresh()
+        if changed:
+            log.info("now serving store version %d", self.store.version)
+        return changed
+
+    def cache(self) -> FrameCache:
+        """The keyframe cache, read again whenever its manifest was replaced."""
+        stat = os.stat(self.cache_dir / MANIFEST)
+        stamp = (stat.st_ino, stat.st_mtime_ns)
+        with self._cache_lock:
+            if self._cache is None or self._cache[0] != stamp:
+                self._cache = (stamp, open_cache(self.cache_dir))
+            return self._cache[1]
+
+
+_library: Library | None = None
+_library_lock = threading.Lock()
+
+
+def get_library() -> Library:
+    """The process's library, opened on first use from settings.VIDSEARCH_STORE."""
+    global _library
+    with _library_lock:
+        if _library is None:
+            _library = _open_configured()
+        return _library
+
+
+def _open_configured() -> Library:
+    if settings.VIDSEARCH_STORE is None:
+        raise LibraryUnavailable("no store configured: set VIDSEARCH_STORE or run `vidsearch serve --store DIR`")
+    try:
+        return Library.open(settings.VIDSEARCH_STORE, refresh_seconds=settings.VIDSEARCH_REFRESH_SECONDS)
+    except (StoreError, OSError, KeyError) as error:
+        raise LibraryUnavailable(f"cannot open the store {settings.VIDSEARCH_STORE}: {error}") from error
+
+
+def install(library: Library | None) -> None:
+    """Make `library` the process's library (`vidsearch serve` at start; tests), or forget it (None)."""
+    global _library
+    with _library_lock:
+        _library = library

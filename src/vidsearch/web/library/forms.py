@@ -1,0 +1,71 @@
+"""Request parameters, validated once for the pages and the API (limits from settings)."""
+
+from __future__ import annotations
+
+from django import forms
+from django.conf import settings
+
+MODES = [("vector", "vector"), ("text", "text"), ("hybrid", "hybrid")]
+ON = frozenset({"1", "on", "true"})
+
+
+def is_on(value: str | None) -> bool:
+    """A switch parameter (`text=1`): on for 1, on, true; off for anything else or nothing."""
+    return (value or "").lower() in ON
+
+
+class SearchForm(forms.Form):
+    """The search page's GET parameters: `q` may be empty (a random caption is searched then)."""
+
+    # lengths count the text as sent (stripped afterwards), as the OpenAPI description says
+    q = forms.CharField(required=False, strip=False, max_length=settings.VIDSEARCH_MAX_QUERY_CHARS)
+    text = forms.CharField(required=False, max_length=8)  # the seed's text-match mode, a switch
+    k = forms.IntegerField(required=False, min_value=1, max_value=settings.VIDSEARCH_MAX_K)
+    threshold = forms.FloatField(required=False, min_value=-1.0, max_value=1.0)
+    category = forms.CharField(required=False, strip=False, max_length=100)
+
+    def clean_q(self) -> str:
+        return self.cleaned_data["q"].strip()
+
+    def clean_text(self) -> bool:
+        return is_on(self.cleaned_data["text"])
+
+    def clean_k(self) -> int:
+        return self.cleaned_data["k"] or settings.VIDSEARCH_DEFAULT_K
+
+    def clean_category(self) -> str | None:
+        return self.cleaned_data["category"].strip() or None
+
+
+class ApiSearchForm(SearchForm):
+    """`GET /api/search`: `q` is required; `mode` picks vector, caption (text) or hybrid search."""
+
+    mode = forms.ChoiceField(required=False, choices=MODES)
+
+    def clean_q(self) -> str:
+        query = super().clean_q()
+        if not query:
+            raise forms.ValidationError("a query is required", code="required")
+        return query
+
+    def clean_mode(self) -> str:
+        return self.cleaned_data["mode"] or "vector"
+
+
+class PlayerForm(SearchForm):
+    """The player page: the moment to start at and mark, plus the search it came from (for the back link)."""
+
+    t = forms.FloatField(required=False, min_value=0.0)
+    end = forms.FloatField(required=False, min_value=0.0)
+
+
+class UploadForm(forms.Form):
+    file = forms.FileField(help_text="MP4, WebM, MKV, MOV, AVI or MPEG-TS")
+    category = forms.CharField(required=False, max_length=100)
+    sentences = forms.CharField(required=False, max_length=10_000, widget=forms.Textarea(attrs={"rows": 4}),
+                                label="Captions", help_text="optional, one per line: they feed the text match")
+
+
+def errors_text(form: forms.Form) -> str:
+    """A form's errors as one line: 'k: Ensure this value is less than or equal to 100.'"""
+    return "; ".join(f"{field}: {' '.join(messages)}" for field, messages in form.errors.items())

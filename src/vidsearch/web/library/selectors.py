@@ -1,0 +1,143 @@
+"""Reads: the feature store (through the process's Searcher), the keyframe cache and the caption database.
+
+Only ids the store knows reach the filesystem, and a path always comes from the keyframe cache's manifest, never
+from the request.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from vidsearch.store.search import SearchMode, SearchOptions, SearchResult
+from vidsearch.web.library.engine import get_library
+from vidsearch.web.library.models import Category, UploadJob, VideoClip
+
+
+@dataclass(frozen=True)
+class CaptionMatch:
+    video_id: str
+    caption: str  # the first of the video's captions that contains the query
+    category: str | None
+
+
+@dataclass(frozen=True)
+class CaptionMatches:
+    count: int  # all videos whose captions contain the query
+    matches: list[CaptionMatch]  # the first `limit` of them
+
+
+@dataclass(frozen=True)
+class Segment:
+    start: float | None
+    end: float | None
+    thumbnail: int  # index of its keyframe in the video's keyframes
+
+
+@dataclass(frozen=True)
+class VideoDetail:
+    video_id: str
+    category: str | None
+    captions: list[str]
+    duration: float | None
+    width: int | None
+    height: int | None
+    keyframes: int
+    segments: list[Segment]  # the store's rows of the video: moments, or one whole-video row
+
+
+def library_size() -> int:
+    """Number of searchable videos."""
+    return len(get_library().store.videos())
+
+
+def search_videos(*, query: str, k: int, mode: SearchMode = "vector", threshold: float | None = None,
+                  category: str | None = None) -> SearchResult:
+    return get_library().search(query, SearchOptions(k=k, mode=mode, threshold=threshold, category=category))
+
+
+def caption_matches(*, query: str, limit: int) -> CaptionMatches:
+    """The seed's text match: videos with a caption containing the query, ignoring case (`sentences ILIKE %q%`)."""
+    clips = VideoClip.objects.filter(sentences__icontains=query.strip()).select_related("category")
+    needle = query.strip().casefold()
+    matches = [CaptionMatch(clip.video_id, _first_containing(clip.captions, needle),
+                            clip.category.name if clip.category else None) for clip in clips[:limit]]
+    return CaptionMatches(clips.count(), matches)
+
+
+def _first_containing(captions: list[str], needle: str) -> str:
+    return next((caption for caption in captions if needle in caption.casefold()), captions[0] if captions else "")
+
+
+def random_caption() -> str | None:
+    """One caption of a random video of the caption database, or None when it has none."""
+    clip = VideoClip.objects.exclude(sentences="").order_by("?").first()
+    return random.choice(clip.captions) if clip and clip.captions else None
+
+
+def example_captions(*, count: int) -> list[str]:
+    clips = VideoClip.objects.exclude(sentences="").order_by("?")[:count]
+    return [clip.captions[0] for clip in clips if clip.captions]
+
+
+def categories() -> list[Category]:
+    return list(Category.objects.filter(video_count__gt=0))
+
+
+def caption_clip(*, video_id: str) -> VideoClip | None:
+    return VideoClip.objects.select_related("category").filter(video_id=video_id).first()
+
+
+def video_detail(*, video_id: str) -> VideoDetail | None:
+    """What the store, the cache and the caption database know about a searchable video; None for unknown ids."""
+    library = get_library()
+    store = library.store
+    info = store.videos().get(video_id)
+    entry = library.cache().entries.get(video_id)
+    if info is None or entry is None:
+        return None
+    rows = store.rows
+    index = {name: i for i, name in enumerate(entry.frames)}
+    segments = [Segment(rows.start[i], rows.end[i], index.get(rows.thumbnail[i], 0))
+                for i, row_video in enumerate(rows.video_id) if row_video == video_id]
+    clip = caption_clip(video_id=video_id)
+    captions = clip.captions if clip else list(info.captions)
+    category = clip.category.name if clip and clip.category else info.category
+    return VideoDetail(video_id, category, captions, entry.duration, entry.width, entry.height, len(entry.frames),
+                       sorted(segments, key=lambda s: s.start or 0.0))
+
+
+def thumbnail_index(*, video_id: str, thumbnail: str | None) -> int:
+    """Index of a store row's thumbnail among its video's keyframes (0 when unknown)."""
+    entry = get_library().cache().entries.get(video_id)
+    if entry is None or thumbnail not in entry.frames:
+        return 0
+    return entry.frames.index(thumbnail)
+
+
+def video_file(*, video_id: str) -> Path | None:
+    """The source file of a searchable video, as the keyframe cache recorded it."""
+    library = get_library()
+    entry = library.cache().entries.get(video_id)
+    if video_id not in library.store.videos() or entry is None or entry.status != "ok":
+        return None
+    return Path(entry.source)
+
+
+def thumbnail_file(*, video_id: str, index: int) -> Path | None:
+    """Keyframe `index` of a searchable video (paths in the cache manifest are checked to stay inside it)."""
+    library = get_library()
+    cache = library.cache()
+    entry = cache.entries.get(video_id)
+    if video_id not in library.store.videos() or entry is None or not 0 <= index < len(entry.frames):
+        return None
+    return cache.frame_path(video_id, index)
+
+
+def upload_jobs(*, owner_id: int, limit: int = 20) -> list[UploadJob]:
+    return list(UploadJob.objects.filter(owner_id=owner_id)[:limit])
+
+
+def upload_job(*, job_id: str, owner_id: int) -> UploadJob | None:
+    return UploadJob.objects.filter(id=job_id, owner_id=owner_id).first()

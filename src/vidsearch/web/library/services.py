@@ -1,0 +1,184 @@
+"""Writes: the caption database from a manifest, and uploads (stored, checked, then ingested in the background).
+
+An upload is saved under a generated name (never the client's), checked by decoding it in a child process, and
+recorded as an `UploadJob`; the background thread then extracts its keyframes into the store's keyframe cache,
+encodes them with the store's model, adds the rows to the store, adds its captions to the caption database and
+makes the process's Searcher follow the new store version.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from django.conf import settings
+from django.core.files.uploadedfile import UploadedFile
+from django.db import transaction
+from django.db.models import Count
+
+from vidsearch.data.manifest import VideoRecord
+from vidsearch.fsutil import fsync_dir
+from vidsearch.video.cache import build_cache
+from vidsearch.video.workers import run_isolated
+from vidsearch.web.library import jobs
+from vidsearch.web.library.engine import get_library
+from vidsearch.web.library.models import Category, UploadJob, VideoClip
+from vidsearch.web.library.videocheck import check_video
+
+log = logging.getLogger(__name__)
+
+UPLOAD_PREFIX = "upload-"
+INTERRUPTED = "interrupted: the server stopped before this upload was indexed; upload it again"
+
+
+class UploadRejected(Exception):
+    """The uploaded file is not a video vidsearch can use; the message says why."""
+
+
+@dataclass(frozen=True)
+class CaptionLoadReport:
+    videos: int
+    categories: int
+
+
+# --- the caption database ------------------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def load_captions(*, records: Iterable[VideoRecord]) -> CaptionLoadReport:
+    """Insert or update one VideoClip per video id of the records (moments of a video merged), then recount."""
+    merged = _merge_by_video(records)
+    names = {category for category, _ in merged.values() if category}
+    known = set(Category.objects.filter(name__in=names).values_list("name", flat=True))
+    Category.objects.bulk_create([Category(name=name) for name in sorted(names - known)])
+    by_name = {category.name: category for category in Category.objects.filter(name__in=names)}
+    clips = [VideoClip(video_id=video_id, category=by_name.get(category), sentences="\n".join(captions))
+             for video_id, (category, captions) in merged.items()]
+    VideoClip.objects.bulk_create(clips, update_conflicts=True, unique_fields=["video_id"],
+                                  update_fields=["category", "sentences"])
+    recount_categories()
+    return CaptionLoadReport(len(clips), len(names))
+
+
+def _merge_by_video(records: Iterable[VideoRecord]) -> dict[str, tuple[str | None, list[str]]]:
+    merged: dict[str, tuple[str | None, list[str]]] = {}
+    for record in records:
+        category, captions = merged.get(record.video_id, (None, []))
+        lines = [" ".join(caption.split()) for caption in record.captions]
+        captions += [line for line in lines if line and line not in captions]
+        merged[record.video_id] = (category or record.category, captions)
+    return merged
+
+
+def recount_categories() -> None:
+    """Category.video_count from the clips (the seed keeps the count in the table)."""
+    counts = dict(VideoClip.objects.values_list("category").annotate(n=Count("video_id")))
+    categories = list(Category.objects.all())
+    for category in categories:
+        category.video_count = counts.get(category.id, 0)
+    Category.objects.bulk_update(categories, ["video_count"])
+
+
+# --- uploads -------------------------------------------------------------------------------------------------------
+
+
+def create_upload(*, owner_id: int, upload: UploadedFile, category: str = "", sentences: str = "") -> UploadJob:
+    """Store and check an uploaded video, record its job and queue its ingestion; UploadRejected if unusable."""
+    directory = uploads_dir()
+    name = f"{UPLOAD_PREFIX}{secrets.token_hex(8)}"
+    partial = directory / f".{name}.partial"
+    _save_upload(upload, partial)
+    try:
+        suffix = _check_upload(partial)
+    except UploadRejected:
+        partial.unlink(missing_ok=True)
+        raise
+    final = directory / f"{name}{suffix}"
+    os.replace(partial, final)
+    fsync_dir(directory)
+    job = UploadJob.objects.create(owner_id=owner_id, file_name=final.name, size=upload.size,
+                                   category=category.strip(), sentences=sentences.strip())
+    transaction.on_commit(lambda: jobs.submit(run_upload_job, job_id=job.id))
+    log.info("upload %s stored as %s (%d bytes)", job.id, final.name, upload.size)
+    return job
+
+
+def uploads_dir() -> Path:
+    directory = Path(settings.VIDSEARCH_UPLOADS)
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+def _save_upload(upload: UploadedFile, path: Path) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        for chunk in upload.chunks():
+            out.write(chunk)
+        out.flush()
+        os.fsync(out.fileno())
+
+
+def _check_upload(path: Path) -> str:
+    """The file's suffix by its container, after decoding its first frame in a child process with a time limit."""
+    task = {"path": str(path), "max_seconds": 4 * 3600.0}
+    timeout = settings.VIDSEARCH_UPLOAD_CHECK_SECONDS
+    outcome = next(run_isolated(check_video, [task], workers=1, timeout_s=timeout))
+    if outcome.failure:
+        raise UploadRejected(f"not a usable video: {_reason(outcome.detail)}")
+    return outcome.result["suffix"]
+
+
+def _reason(detail: str) -> str:
+    """A child's error without its exception class name ("VideoError: corrupt: ..." → "corrupt: ...")."""
+    return detail.split(": ", 1)[1] if detail.startswith("VideoError: ") else detail
+
+
+def run_upload_job(*, job_id: str) -> None:
+    """The background steps of one upload; any failure ends the job with its reason."""
+    job = UploadJob.objects.get(id=job_id)
+    try:
+        video_id = _ingest(job)
+    except Exception as error:  # whatever went wrong is the job's outcome, shown on its status page
+        log.warning("upload %s failed: %s", job.id, error)
+        (uploads_dir() / job.file_name).unlink(missing_ok=True)
+        _set_status(job, UploadJob.Status.FAILED, error=str(error) or type(error).__name__)
+        return
+    _set_status(job, UploadJob.Status.DONE, video_id=video_id)
+
+
+def _ingest(job: UploadJob) -> str:
+    from vidsearch.store.indexer import index_cache  # torch: loaded by the server anyway, kept out of manage commands
+
+    library = get_library()
+    path = uploads_dir() / job.file_name
+    _set_status(job, UploadJob.Status.KEYFRAMES)
+    report = build_cache([path], library.cache_dir, library.cache().settings, workers=1)
+    if report.failed:
+        error = report.failed[0].error
+        raise RuntimeError(f"keyframes: {error['code']}: {error['message']}")
+    video_id = (report.extracted or report.skipped)[0]
+    _set_status(job, UploadJob.Status.INDEXING, video_id=video_id)
+    captions = [line for line in job.sentences.splitlines() if line.strip()]
+    record = VideoRecord(video_id=video_id, source=str(path), captions=captions, split="test",
+                         category=job.category or None)
+    index_cache(model=library.model, source=library.model_source, cache_dir=library.cache_dir,
+                store_dir=library.store.path, records=[record])
+    load_captions(records=[record])
+    library.refresh()
+    return video_id
+
+
+def _set_status(job: UploadJob, status: str, *, error: str = "", video_id: str | None = None) -> None:
+    job.status, job.error = status, error
+    job.video_id = video_id if video_id is not None else job.video_id
+    job.save(update_fields=["status", "error", "video_id", "updated"])
+
+
+def fail_interrupted_jobs() -> int:
+    """Jobs a stopped server left unfinished are marked failed (run once when the server starts)."""
+    return UploadJob.objects.exclude(status__in=[UploadJob.Status.DONE, UploadJob.Status.FAILED]).update(
+        status=UploadJob.Status.FAILED, error=INTERRUPTED)

@@ -1,0 +1,133 @@
+"""The pages (seed §4.5): search and results, player, uploads; and the files they show. Reads go through
+selectors, writes through services."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.decorators import login_required
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods
+
+from vidsearch.web.library import presenters, selectors, services
+from vidsearch.web.library.forms import PlayerForm, SearchForm, UploadForm
+from vidsearch.web.library.middleware import too_large
+from vidsearch.web.library.streaming import ranged_file_response
+
+EXAMPLES = 4
+K_CHOICES = (10, 20, 50, 100)
+
+
+@require_GET
+def home(request: HttpRequest) -> HttpResponse:
+    form = SearchForm(request.GET)
+    if not form.is_valid():
+        return render(request, "library/home.html", {"form": form}, status=400)
+    query = form.cleaned_data["q"]
+    if not query and "q" in request.GET:
+        return _random_search(request, form.cleaned_data)
+    if not query:
+        return render(request, "library/home.html", {"form": form,
+                                                     "examples": selectors.example_captions(count=EXAMPLES)})
+    return render(request, "library/home.html", {"form": form, **_results(form.cleaned_data)})
+
+
+def _random_search(request: HttpRequest, data: dict[str, Any]) -> HttpResponse:
+    """Seed §4.5.2: an empty query searches a random caption of the library, shown in the search box."""
+    caption = selectors.random_caption()
+    if caption is None:
+        return render(request, "library/home.html", {"form": SearchForm(), "no_captions": True})
+    state = presenters.state_of({**data, "q": caption})
+    return redirect(presenters.with_query(reverse("home"), state))
+
+
+def _results(data: dict[str, Any]) -> dict[str, Any]:
+    result = selectors.search_videos(query=data["q"], k=data["k"], threshold=data["threshold"],
+                                     category=data["category"])
+    state = presenters.state_of(data)
+    captions = selectors.caption_matches(query=data["q"], limit=data["k"]) if data["text"] else None
+    return {"result": result, "hits": presenters.present_hits(result, state=state), "captions": captions,
+            "state": state, "categories": selectors.categories(), "searched": True,
+            "k_choices": sorted({*K_CHOICES, data["k"]})}
+
+
+@require_GET
+def player(request: HttpRequest, video_id: str) -> HttpResponse:
+    detail = selectors.video_detail(video_id=video_id)
+    if detail is None:
+        raise Http404("no such video")
+    form = PlayerForm(request.GET)
+    data = form.cleaned_data if form.is_valid() else {}
+    start, end = _moment(data, detail.duration)
+    state = presenters.state_of(data)
+    back = presenters.with_query(reverse("home"), state) if state.get("q") else reverse("home")
+    return render(request, "library/player.html", {
+        "video": detail, "start": start, "end": end, "back_url": back, "state": state,
+        "moment_label": presenters.span_label(start, end) if start is not None else None,
+        "video_url": reverse("video-file", args=[video_id]),
+        "poster_url": presenters.thumbnail_url(video_id, 0),
+        "segments": [s for s in presenters.segment_views(detail, state=state) if s.start is not None],
+    })
+
+
+def _moment(data: dict[str, Any], duration: float | None) -> tuple[float | None, float | None]:
+    """The moment to start at and mark, kept within the video; (None, None) without one."""
+    start, end = data.get("t"), data.get("end")
+    if start is None:
+        return None, None
+    limit = duration if duration else start
+    start = min(start, limit)
+    end = min(end, limit) if end is not None and end > start else limit
+    return start, end
+
+
+@require_http_methods(["GET", "HEAD"])
+def video_file(request: HttpRequest, video_id: str) -> HttpResponse:
+    path = selectors.video_file(video_id=video_id)
+    if path is None or not path.is_file():
+        raise Http404("no such video")
+    return ranged_file_response(path, range_header=request.META.get("HTTP_RANGE"))
+
+
+@require_http_methods(["GET", "HEAD"])
+def thumbnail(request: HttpRequest, video_id: str, index: int) -> HttpResponse:
+    path = selectors.thumbnail_file(video_id=video_id, index=index)
+    if path is None or not path.is_file():
+        raise Http404("no such keyframe")
+    response = FileResponse(path.open("rb"), content_type="image/jpeg")
+    response["Cache-Control"] = "public, max-age=86400"
+    return response
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def upload(request: HttpRequest) -> HttpResponse:
+    form = UploadForm(request.POST or None, request.FILES or None)
+    if request.method == "POST" and form.is_valid():
+        file = form.cleaned_data["file"]
+        if file.size > settings.VIDSEARCH_MAX_UPLOAD_BYTES:
+            return too_large(request)
+        try:
+            job = services.create_upload(owner_id=request.user.id, upload=file,
+                                         category=form.cleaned_data["category"],
+                                         sentences=form.cleaned_data["sentences"])
+        except services.UploadRejected as error:
+            form.add_error("file", str(error))
+        else:
+            return redirect("upload-status", job_id=job.id)
+    status = 400 if form.errors else 200
+    return render(request, "library/upload.html", {
+        "form": form, "jobs": selectors.upload_jobs(owner_id=request.user.id),
+        "limit_mb": settings.VIDSEARCH_MAX_UPLOAD_BYTES / 2**20}, status=status)
+
+
+@login_required
+@require_GET
+def upload_status(request: HttpRequest, job_id: str) -> HttpResponse:
+    job = selectors.upload_job(job_id=job_id, owner_id=request.user.id)
+    if job is None:
+        raise Http404("no such upload")
+    return render(request, "library/upload_status.html", {"job": job})

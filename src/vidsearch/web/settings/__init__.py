@@ -1,0 +1,1 @@
+"""Settings split by environment: `base` (shared), `dev` (local, DEBUG), `prod` (`vidsearch serve`), `test`."""

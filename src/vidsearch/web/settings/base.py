@@ -1,0 +1,115 @@
+"""Settings shared by every environment.
+
+The site reads one feature store, named by the environment variable VIDSEARCH_STORE; its SQLite database (the
+seed's caption database, users, upload jobs) lives inside that store as `site.sqlite3` unless VIDSEARCH_DB names
+another file. Uploaded videos go to `uploads/` inside the store unless VIDSEARCH_UPLOADS names another directory.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+STORE_DIR = Path(os.environ["VIDSEARCH_STORE"]).resolve() if os.environ.get("VIDSEARCH_STORE") else None
+SITE_DB = "site.sqlite3"
+
+
+def _store_path(variable: str, name: str) -> Path | None:
+    if os.environ.get(variable):
+        return Path(os.environ[variable]).resolve()
+    return STORE_DIR / name if STORE_DIR else None
+
+
+VIDSEARCH_STORE = STORE_DIR
+VIDSEARCH_UPLOADS = _store_path("VIDSEARCH_UPLOADS", "uploads")
+VIDSEARCH_MAX_UPLOAD_BYTES = int(os.environ.get("VIDSEARCH_MAX_UPLOAD_BYTES") or 200 * 2**20)
+VIDSEARCH_MAX_QUERY_CHARS = 200
+VIDSEARCH_MAX_K = 100
+VIDSEARCH_DEFAULT_K = 20
+VIDSEARCH_REFRESH_SECONDS = 1.0  # how often a request checks the store for a newly published version
+VIDSEARCH_UPLOAD_CHECK_SECONDS = 120.0  # time limit of the decoding check of one upload
+
+ROOT_URLCONF = "vidsearch.web.urls"
+WSGI_APPLICATION = "vidsearch.web.wsgi.application"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+INSTALLED_APPS = [
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "vidsearch.web.library",
+]
+
+MIDDLEWARE = [
+    "vidsearch.web.library.middleware.RequestSizeLimitMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "vidsearch.web.library.context_processors.navigation",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": _store_path("VIDSEARCH_DB", SITE_DB) or ":memory:",
+        "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"},
+    }
+}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "upload"
+LOGOUT_REDIRECT_URL = "home"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "/static/"
+WHITENOISE_USE_FINDERS = True  # static files come from the installed package: no collectstatic step
+
+# Uploads stream to a temporary file past 2.5 MB; the form fields beside a file stay small.
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
+DATA_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
+
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+SESSION_COOKIE_HTTPONLY = True
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "loggers": {
+        "vidsearch": {"handlers": ["console"], "level": "INFO", "propagate": False},
+        "django.request": {"handlers": ["console"], "level": "WARNING", "propagate": False},
+    },
+}

@@ -1,0 +1,69 @@
+"""Django for one feature store, outside `manage.py`: the environment its settings read, and the caption loader the
+CLI runs after `vidsearch index --data`.
+
+The site's secret key comes from DJANGO_SECRET_KEY, else from `site.secret` in the store, created once (0600).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+from vidsearch.fsutil import atomic_write_text
+
+PROD_SETTINGS = "vidsearch.web.settings.prod"
+SECRET_FILE = "site.secret"
+
+
+class CaptionLoadError(Exception):
+    """Loading the caption database failed; the message has the loader's error."""
+
+
+def prepare_environment(store_dir: str | Path, *, https: bool | None = None) -> None:
+    """Point the settings at the store (production settings unless DJANGO_SETTINGS_MODULE names others)."""
+    store = Path(store_dir).resolve()
+    os.environ["VIDSEARCH_STORE"] = str(store)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", PROD_SETTINGS)
+    if not os.environ.get("DJANGO_SECRET_KEY"):
+        os.environ["DJANGO_SECRET_KEY"] = secret_key(store)
+    if https is not None:
+        os.environ["VIDSEARCH_HTTPS"] = "1" if https else "0"
+
+
+def secret_key(store: Path) -> str:
+    """The store's site key, made on first use; two processes racing both end up with the first one written."""
+    path = store / SECRET_FILE
+    if not path.exists():
+        store.mkdir(parents=True, exist_ok=True)
+        candidate = store / f".{SECRET_FILE}.{secrets.token_hex(4)}"
+        atomic_write_text(candidate, secrets.token_urlsafe(50))
+        try:
+            os.link(candidate, path)  # fails if another process linked its key first
+        except FileExistsError:
+            pass
+        finally:
+            candidate.unlink()
+    return path.read_text().strip()
+
+
+def start_django() -> None:
+    """django.setup() and bring the store's site database up to date."""
+    import django
+    from django.core.management import call_command
+
+    django.setup()
+    call_command("migrate", interactive=False, verbosity=0)
+
+
+def load_caption_database(*, store_dir: str | Path, manifest: str | Path) -> str:
+    """Load the store's caption database from a manifest in a child process (Django stays out of the caller)."""
+    command = [sys.executable, "-m", "vidsearch.web.manage", "--store", str(store_dir), "load_captions",
+               str(Path(manifest).resolve())]
+    environment = {**os.environ, "DJANGO_SETTINGS_MODULE": PROD_SETTINGS}
+    done = subprocess.run(command, capture_output=True, text=True, env=environment)
+    if done.returncode != 0:
+        raise CaptionLoadError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed")
+    return done.stdout.strip()

@@ -1,0 +1,21 @@
+"""Pages, files and the JSON API."""
+
+from django.contrib.auth import views as auth_views
+from django.urls import path
+
+from vidsearch.web.library import api, views
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("videos/<str:video_id>/", views.player, name="player"),
+    path("media/<str:video_id>/video", views.video_file, name="video-file"),
+    path("media/<str:video_id>/frames/<int:index>.jpg", views.thumbnail, name="thumbnail"),
+    path("upload/", views.upload, name="upload"),
+    path("upload/<uuid:job_id>/", views.upload_status, name="upload-status"),
+    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("api/search", api.search, name="api-search"),
+    path("api/videos/<str:video_id>", api.video, name="api-video"),
+    path("api/health", api.health, name="api-health"),
+    path("api/openapi.json", api.openapi_description, name="api-openapi"),
+]

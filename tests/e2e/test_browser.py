@@ -1,0 +1,74 @@
+"""A real browser (Debian's headless Chromium, driven by Playwright) searches, plays a moment and toggles text match."""
+
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+
+def moment_links(page) -> list[tuple[str, float]]:
+    """Links on the results page that start a video past its beginning, with their start times."""
+    links = []
+    for href in page.eval_on_selector_all(".card a[href*='t=']", "anchors => anchors.map(a => a.getAttribute('href'))"):
+        start = float(parse_qs(urlsplit(href).query)["t"][0])
+        if start > 0:
+            links.append((href, start))
+    return links
+
+
+def test_search_play_a_moment_toggle_text_match_and_small_screens(browser, live_site, artifacts, web_library):
+    query = web_library.records[0].captions[0]  # a real caption: the text match finds it
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(f"{live_site}/?{urlencode({'q': query, 'k': 8})}")
+    assert page.locator("article.card").count() == 8
+    assert page.locator(".nav .count").inner_text() == f"{len(web_library.records)} videos"
+    assert page.evaluate("[...document.images].every(img => img.complete && img.naturalWidth > 0)")
+    page.screenshot(path=str(artifacts / "results-1280.png"), full_page=True)
+
+    href, start = moment_links(page)[0]
+    page.locator(f".card a[href='{href}']").first.click()
+    page.wait_for_url("**/videos/**")
+    page.wait_for_function("document.getElementById('player').readyState >= 1")
+    current = page.evaluate("document.getElementById('player').currentTime")
+    assert current == pytest.approx(start, abs=0.3)
+    assert page.locator("#moment-label").is_visible() and page.locator("#moment-mark").bounding_box()["width"] > 0
+    page.evaluate("document.getElementById('player').play()")
+    page.wait_for_function(f"document.getElementById('player').currentTime > {start + 0.2}")
+    page.screenshot(path=str(artifacts / "player-1280.png"), full_page=True)
+
+    page.locator("a.switch").click()
+    page.wait_for_url("**text=1**")
+    assert page.locator("aside.side").is_visible() and page.locator("aside.side li").count() >= 1
+    page.locator("a.back").click()
+    page.wait_for_url("**text=1**")
+    assert page.locator("input[name=q]").input_value() == query
+    assert page.locator("aside.side h2").inner_text().startswith("Caption matches")
+    assert query in page.locator("aside.side").inner_text()
+    page.screenshot(path=str(artifacts / "results-text-1280.png"), full_page=True)
+    side, main = page.locator("aside.side").bounding_box(), page.locator("section.results").bounding_box()
+    assert side["x"] > main["x"] + main["width"] - 1  # beside the results
+    wide_columns = columns(page)
+
+    page.set_viewport_size({"width": 480, "height": 900})
+    side, main = page.locator("aside.side").bounding_box(), page.locator("section.results").bounding_box()
+    assert side["y"] >= main["y"] + main["height"] - 1  # under the results
+    assert columns(page) < wide_columns
+    page.screenshot(path=str(artifacts / "results-480.png"), full_page=True)
+    page.close()
+
+
+def test_empty_query_searches_a_random_caption(browser, live_site, web_library):
+    page = browser.new_page(viewport={"width": 480, "height": 900})
+    page.goto(live_site)
+    page.locator("input[name=q]").press("Enter")
+    page.wait_for_selector("article.card")
+    shown = page.locator("input[name=q]").input_value()
+    assert shown in {caption for record in web_library.records for caption in record.captions}
+    page.close()
+
+
+def columns(page) -> int:
+    """Thumbnails in the first row of the results grid."""
+    tops = page.eval_on_selector_all("article.card", "cards => cards.map(c => c.getBoundingClientRect().top)")
+    return sum(1 for top in tops if abs(top - tops[0]) < 1)

@@ -1,0 +1,81 @@
+"""Videos streamed with byte ranges and keyframes served by id and index: only known ids reach the filesystem."""
+
+from pathlib import Path
+
+import pytest
+from django.urls import reverse
+
+from vidsearch.video.cache import open_cache
+from vidsearch.web.library.streaming import RangeNotSatisfiable, parse_range
+
+
+@pytest.fixture
+def video(site, some_video, web_library):
+    source = Path(open_cache(web_library.cache).entries[some_video].source)
+    return reverse("video-file", args=[some_video]), source.read_bytes()
+
+
+def body(response) -> bytes:
+    return b"".join(response.streaming_content)
+
+
+def assert_common_headers(response):
+    assert response["Accept-Ranges"] == "bytes" and response["X-Content-Type-Options"] == "nosniff"
+
+
+def test_the_whole_file_without_a_range(client, video):
+    url, data = video
+    response = client.get(url)
+    assert response.status_code == 200 and response["Content-Type"] == "video/mp4"
+    assert int(response["Content-Length"]) == len(data) and body(response) == data
+    assert_common_headers(response)
+
+
+@pytest.mark.parametrize("header, first, last", [("bytes=0-99", 0, 99), ("bytes=100-", 100, None),
+                                                 ("bytes=-10", -10, None), ("bytes=5-5", 5, 5),
+                                                 ("bytes=0-99999999", 0, None)])
+def test_a_range_gives_206_with_content_range(client, video, header, first, last):
+    url, data = video
+    response = client.get(url, HTTP_RANGE=header)
+    start = first % len(data)
+    end = len(data) - 1 if last is None else last
+    assert response.status_code == 206 and response["Content-Range"] == f"bytes {start}-{end}/{len(data)}"
+    assert body(response) == data[start:end + 1] and int(response["Content-Length"]) == end - start + 1
+    assert_common_headers(response)
+
+
+@pytest.mark.parametrize("header", ["bytes=abc", "items=0-10", "bytes=10-5", "bytes=0-1,4-5", "bytes=-0", "bytes=-",
+                                    "bytes=99999999-"])
+def test_a_bad_range_gives_416(client, video, header):
+    url, data = video
+    response = client.get(url, HTTP_RANGE=header)
+    assert response.status_code == 416 and response["Content-Range"] == f"bytes */{len(data)}"
+    assert_common_headers(response)
+
+
+def test_head_and_unknown_ids(client, video):
+    url, data = video
+    head = client.head(url)
+    assert head.status_code == 200 and int(head["Content-Length"]) == len(data)
+    assert client.get(reverse("video-file", args=["nope"])).status_code == 404
+    assert client.get("/media/..%2Fmanifest.json/video").status_code == 404
+    assert client.post(url).status_code == 405
+
+
+def test_keyframes_by_id_and_index(client, site, some_video, web_library):
+    cache = open_cache(web_library.cache)
+    frames = cache.entries[some_video].frames
+    response = client.get(reverse("thumbnail", args=[some_video, len(frames) - 1]))
+    assert response.status_code == 200 and response["Content-Type"] == "image/jpeg"
+    assert b"".join(response.streaming_content) == cache.frame_path(some_video, len(frames) - 1).read_bytes()
+    assert response["X-Content-Type-Options"] == "nosniff"
+    assert client.get(reverse("thumbnail", args=[some_video, len(frames)])).status_code == 404
+    assert client.get(reverse("thumbnail", args=["nope", 0])).status_code == 404
+
+
+def test_parse_range_edges():
+    assert parse_range(None, 10) is None
+    assert parse_range("bytes=0-", 10) == (0, 9) and parse_range("bytes=-20", 10) == (0, 9)
+    for header, size in [("bytes=0-0", 0), ("bytes=-5", 0), (" bytes = 0-1", 10)]:
+        with pytest.raises(RangeNotSatisfiable):
+            parse_range(header, size)

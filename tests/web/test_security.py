@@ -1,0 +1,72 @@
+"""CSRF on every state-changing view, deployment checks under the production settings, migrations checked in."""
+
+import os
+import secrets
+import subprocess
+import sys
+
+import pytest
+from django.contrib.auth.models import User
+from django.core.management import call_command
+from django.test import Client
+from django.urls import URLPattern, get_resolver, reverse
+
+SAMPLE_ARGS = {"video_id": "some-video", "index": 0, "job_id": "00000000-0000-0000-0000-000000000000"}
+
+
+def every_route() -> list[str]:
+    return [p.name for p in get_resolver().url_patterns if isinstance(p, URLPattern)]
+
+
+@pytest.mark.parametrize("name", every_route())
+def test_no_view_changes_state_without_the_csrf_token(db, library, name):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(User.objects.create_user("u", password="a long password"))
+    pattern = next(p for p in get_resolver().url_patterns if p.name == name)
+    url = reverse(name, kwargs={key: SAMPLE_ARGS[key] for key in pattern.pattern.converters})
+    for method in (client.post, client.put, client.patch, client.delete):
+        assert method(url).status_code in (403, 405), (name, method.__name__)
+
+
+def test_state_changing_views_work_with_the_token(db, library):
+    client = Client(enforce_csrf_checks=True)
+    User.objects.create_user("u", password="a long password")
+    page = client.get(reverse("login"))
+    token = page.cookies["csrftoken"].value
+    login = client.post(reverse("login"), {"username": "u", "password": "a long password",
+                                           "csrfmiddlewaretoken": token})
+    assert login.status_code == 302
+    assert client.post(reverse("logout"), {"csrfmiddlewaretoken": client.cookies["csrftoken"].value}).status_code == 302
+
+
+def test_security_headers(client, site):
+    response = client.get("/")
+    assert response["X-Content-Type-Options"] == "nosniff" and response["X-Frame-Options"] == "DENY"
+    assert response["Referrer-Policy"] == "same-origin"
+
+
+def test_static_files_are_served(client, db):
+    response = client.get("/static/library/site.css")
+    assert response.status_code == 200 and response["Content-Type"].startswith("text/css")
+
+
+def test_migrations_are_checked_in(db):
+    call_command("makemigrations", "--check", "--dry-run", verbosity=0)
+
+
+def run_django(args: list[str], **env: str) -> subprocess.CompletedProcess:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "VIDSEARCH_"))}
+    environment.update(DJANGO_SETTINGS_MODULE="vidsearch.web.settings.prod", **env)
+    return subprocess.run([sys.executable, "-m", "django", *args], capture_output=True, text=True, env=environment)
+
+
+def test_deploy_check_is_clean_under_production_settings(tmp_path):
+    done = run_django(["check", "--deploy", "--fail-level", "WARNING"],
+                      DJANGO_SECRET_KEY=secrets.token_urlsafe(50), VIDSEARCH_STORE=str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert "no issues" in done.stdout
+
+
+def test_production_settings_need_a_secret_key(tmp_path):
+    done = run_django(["check"], VIDSEARCH_STORE=str(tmp_path))
+    assert done.returncode != 0 and "DJANGO_SECRET_KEY must be set" in done.stderr
