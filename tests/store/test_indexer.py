@@ -95,3 +95,18 @@ def test_cli_index_without_a_model_explains_where_to_get_one(library, tmp_path, 
     assert cli(["index", "--frames", str(root / "cache"), "--store", str(tmp_path / "s")]) == 2
     err = capsys.readouterr().err
     assert "--weights" in err and "--pretrained openai" in err and "Hugging Face" in err
+
+
+@pytest.mark.parametrize("threads", [1, None])
+def test_query_encoder_equals_encode_text_and_restores_threads(tiny_model, threads):
+    from vidsearch.store.indexer import ModelQueryEncoder
+
+    texts = ["a red circle moves to the left", "x"]
+    before = torch.get_num_threads()
+    encoder = ModelQueryEncoder(tiny_model, threads=threads)
+    assert encoder.tower is not None and encoder.fingerprint == tiny_model.fingerprint
+    got = encoder.encode(texts)
+    with torch.no_grad():
+        expected = tiny_model.encode_texts(texts).numpy()
+    assert got.dtype == np.float32 and torch.get_num_threads() == before
+    np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
