@@ -19,6 +19,9 @@ TEMP_SUFFIX = ".tmp"
 Buffer = bytes | bytearray | memoryview
 
 
+PUBLIC = 0o644  # files others on the machine may read (caches, stores, checkpoints); secrets pass 0o600
+
+
 def fsync_dir(path: Path) -> None:
     """Make a rename inside `path` durable."""
     fd = os.open(path, os.O_RDONLY)
@@ -36,15 +39,17 @@ def write_all(fd: int, data: Buffer) -> None:
         view = view[written:]
 
 
-def _temp_file(directory: Path, name: str) -> tuple[int, Path]:
+def _temp_file(directory: Path, name: str, mode: int = PUBLIC) -> tuple[int, Path]:
+    """mkstemp (which creates files 0600), then the mode the final file should have."""
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=TEMP_SUFFIX)
+    os.fchmod(fd, mode)
     return fd, Path(tmp)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes, *, mode: int = PUBLIC) -> None:
     """Replace `path` with `data` so that readers see either the old or the new file, never a mix."""
     path = Path(path)
-    fd, tmp = _temp_file(path.parent, path.name)
+    fd, tmp = _temp_file(path.parent, path.name, mode)
     try:
         try:
             write_all(fd, data)
@@ -58,8 +63,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     fsync_dir(path.parent)
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
+def atomic_write_text(path: Path, text: str, *, mode: int = PUBLIC) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"), mode=mode)
 
 
 def _sha256_of(parts: Sequence[Buffer]) -> str:

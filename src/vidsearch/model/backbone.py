@@ -167,6 +167,7 @@ def save_file_atomic(state: dict[str, torch.Tensor], out: Path, *, metadata: dic
 
     tmp = out.with_name(f".{out.name}.partial")
     save_file(state, str(tmp), metadata=metadata)
+    tmp.chmod(0o644)
     with open(tmp, "rb") as handle:
         os.fsync(handle.fileno())
     os.replace(tmp, out)

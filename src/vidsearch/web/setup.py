@@ -39,7 +39,7 @@ def secret_key(store: Path) -> str:
     if not path.exists():
         store.mkdir(parents=True, exist_ok=True)
         candidate = store / f".{SECRET_FILE}.{secrets.token_hex(4)}"
-        atomic_write_text(candidate, secrets.token_urlsafe(50))
+        atomic_write_text(candidate, secrets.token_urlsafe(50), mode=0o600)
         try:
             os.link(candidate, path)  # fails if another process linked its key first
         except FileExistsError:

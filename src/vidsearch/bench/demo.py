@@ -1,0 +1,93 @@
+"""Does the demo find the right videos? `vidsearch demo`'s library, store and server, asked every held-out caption.
+
+Prepares the demo (as `vidsearch demo --no-serve` does, timing each stage), starts `vidsearch serve` on 127.0.0.1 and
+sends every caption of the demo library's test split to `/api/search?k=1`. A top hit is right when its own caption
+names the query's colour, shape and direction (`parse_caption`); colour+shape alone and direction alone are reported
+too. Baseline for the ratio, in the same run: the same queries against a store built by the same architecture with
+random weights (ratio = shipped accuracy / random accuracy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlencode
+
+from vidsearch.bench.common import emit, log, summary
+from vidsearch.bench.serve import free_port, start_server, wait_until_up
+from vidsearch.data.manifest import load_manifest
+from vidsearch.data.synthetic import parse_caption
+from vidsearch.demo import DEMO_VIDEOS, DemoPaths, held_out_captions, prepare_demo
+
+TARGET = 0.90
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workdir", help="demo work directory (default: a new temporary one)")
+    parser.add_argument("--videos", type=int, help=f"demo library size (default {DEMO_VIDEOS}; --quick 60)")
+
+
+def run(args: argparse.Namespace) -> None:
+    videos = args.videos or (60 if args.quick else DEMO_VIDEOS)
+    with tempfile.TemporaryDirectory(prefix="vidsearch-bench-demo-") as scratch:
+        workdir = Path(args.workdir or Path(scratch) / "demo")
+        report = prepare_demo(workdir=workdir, videos=videos)
+        emit({"bench": "demo", "measure": "stages", "seconds": report.seconds, "videos": videos})
+        shipped = _served_accuracy(report.paths, Path(scratch))
+        emit({"bench": "demo", "measure": "shipped checkpoint, through the API", **shipped})
+        baseline = _random_accuracy(report.paths, Path(scratch) / "random-store")
+        emit({"bench": "demo", "measure": "random weights, same architecture (baseline)", **baseline})
+    ratio = shipped["all"] / max(baseline["all"], 1.0 / shipped["queries"])
+    summary("demo", ratio, accuracy=shipped["all"], target=TARGET, met=shipped["all"] >= TARGET,
+            queries=shipped["queries"])
+
+
+def _served_accuracy(paths: DemoPaths, scratch: Path) -> dict:
+    port = free_port()
+    server = start_server(paths.store, port=port, threads=4, log_path=scratch / "server.log")
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(base, server)
+        return _accuracy(paths, lambda caption: _top_hit(base, caption))
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def _top_hit(base: str, caption: str) -> str | None:
+    with urllib.request.urlopen(f"{base}/api/search?{urlencode({'q': caption, 'k': 1})}", timeout=30) as response:
+        hits = json.load(response)["hits"]
+    return hits[0]["video_id"] if hits else None
+
+
+def _random_accuracy(paths: DemoPaths, store: Path) -> dict:
+    from vidsearch.model.source import ModelSource
+    from vidsearch.model.checkpoint import read_checkpoint_config
+    from vidsearch.store.indexer import ModelQueryEncoder, index_cache
+    from vidsearch.store.search import Searcher, SearchOptions
+    from vidsearch.demo import SHIPPED_CHECKPOINT
+
+    config = read_checkpoint_config(SHIPPED_CHECKPOINT)["model"]
+    source = ModelSource(backbone=config["backbone"], num_frames=config["num_frames"])
+    model = source.load()
+    index_cache(model=model, source=source, cache_dir=paths.cache, store_dir=store)
+    searcher = Searcher.open(store, ModelQueryEncoder(model))
+    return _accuracy(paths, lambda caption: next(iter(h.video_id for h in searcher.search(caption, SearchOptions(k=1)).hits), None))
+
+
+def _accuracy(paths: DemoPaths, top_hit) -> dict:
+    truth = {r.video_id: parse_caption(r.captions[0]) for r in load_manifest(paths.manifest)}
+    queries = held_out_captions(paths)
+    right = {"all": 0, "colour_shape": 0, "direction": 0, "own_video": 0}
+    for caption, video_id in queries:
+        wanted, hit = parse_caption(caption), top_hit(caption)
+        found = truth.get(hit, (None, None, None))
+        right["all"] += found == wanted
+        right["colour_shape"] += found[:2] == wanted[:2]
+        right["direction"] += found[2] == wanted[2]
+        right["own_video"] += hit == video_id
+    log(f"demo: {right['all']}/{len(queries)} top hits with the caption's colour, shape and direction")
+    return {"queries": len(queries), **{name: round(count / len(queries), 4) for name, count in right.items()}}
