@@ -51,7 +51,8 @@ def test_search_filters(client, site, web_library):
 @pytest.mark.parametrize("params", [{}, {"q": "   "}, {"q": "x" * 201}, {"q": "a", "k": "0"}, {"q": "a", "k": "101"},
                                     {"q": "a", "k": "1.5"}, {"q": "a", "threshold": "-2"},
                                     {"q": "a", "threshold": "inf"}, {"q": "a", "mode": "exact"},
-                                    {"q": "a\x00"}, {"q": "a", "category": "c" * 101}])
+                                    {"q": "a\x00"}, {"q": "a", "category": "c" * 101},
+                                    {"q": "a", "threshold": ""}, {"q": "a", "k": " "}, {"q": "a", "mode": ""}])
 def test_bad_search_parameters_are_400_with_the_reason(client, site, spec, params):
     response = client.get("/api/search", params)
     assert response.status_code == 400

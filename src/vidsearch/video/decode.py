@@ -119,6 +119,8 @@ def _check_limits(container: av.container.InputContainer, limits: DecodeLimits) 
     if not container.streams.video:
         raise VideoError("no_video_stream", "the file has no video stream")
     context = container.streams.video[0].codec_context
+    if context is None:  # PyAV opens no decoder for a codec FFmpeg does not know (e.g. a damaged codec id)
+        raise VideoError("unknown_codec", "the video stream's codec is unknown")
     if not (0 < context.width <= limits.max_side and 0 < context.height <= limits.max_side):
         raise VideoError("bad_dimensions", f"declared size {context.width}×{context.height} (limit {limits.max_side})")
     declared = _declared_seconds(container)

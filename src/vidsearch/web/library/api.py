@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 from django.http import HttpRequest, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET
 
 from vidsearch.web.library import openapi, presenters, selectors
@@ -11,7 +14,13 @@ from vidsearch.web.library.errors import error_response
 from vidsearch.web.library.forms import ApiSearchForm, errors_text
 
 
-@require_GET
+def read_only(view: Callable[..., JsonResponse]) -> Callable[..., JsonResponse]:
+    """GET only. The CSRF check is moot for views that change nothing; without it, any other method (POST, QUERY,
+    ...) gets 405 Method Not Allowed rather than the CSRF middleware's HTML 403 page."""
+    return csrf_exempt(require_GET(view))
+
+
+@read_only
 def search(request: HttpRequest) -> JsonResponse:
     form = ApiSearchForm(request.GET)
     if not form.is_valid():
@@ -22,7 +31,7 @@ def search(request: HttpRequest) -> JsonResponse:
     return JsonResponse(presenters.api_search(result))
 
 
-@require_GET
+@read_only
 def video(request: HttpRequest, video_id: str) -> JsonResponse:
     detail = selectors.video_detail(video_id=video_id)
     if detail is None:
@@ -30,7 +39,7 @@ def video(request: HttpRequest, video_id: str) -> JsonResponse:
     return JsonResponse(presenters.api_video(detail))
 
 
-@require_GET
+@read_only
 def health(request: HttpRequest) -> JsonResponse:
     try:
         store = get_library().store
@@ -40,6 +49,6 @@ def health(request: HttpRequest) -> JsonResponse:
                          "store_version": store.version, "model": store.fingerprint})
 
 
-@require_GET
+@read_only
 def openapi_description(request: HttpRequest) -> JsonResponse:
     return JsonResponse(openapi.description())

@@ -41,12 +41,21 @@ class ApiSearchForm(SearchForm):
     """`GET /api/search`: `q` is required; `mode` picks vector, caption (text) or hybrid search."""
 
     mode = forms.ChoiceField(required=False, choices=MODES)
+    TYPED = ("k", "threshold", "mode")  # an API parameter given must have a value (a page's empty field is absent)
 
     def clean_q(self) -> str:
         query = super().clean_q()
         if not query:
             raise forms.ValidationError("a query is required", code="required")
         return query
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        for name in self.TYPED:
+            if name in self.data and not self.data[name].strip():
+                self.add_error(name, forms.ValidationError("a value is required when the parameter is given",
+                                                           code="empty"))
+        return cleaned
 
     def clean_mode(self) -> str:
         return self.cleaned_data["mode"] or "vector"
