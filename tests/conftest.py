@@ -38,3 +38,29 @@ def make_web_library():
 def web_library(tmp_path_factory):
     """One library shared by the web tests, which only read it (upload tests build their own)."""
     return _build_web_library(tmp_path_factory.mktemp("web-library"), videos=8)
+
+
+# --- torchrun (tests/train, tests/store) ------------------------------------------------------------------------------
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _torchrun(nproc: int, *args: str, timeout: float = 300):
+    """`torchrun --nproc-per-node nproc ARGS...` on a free local port; the finished process (output captured)."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", str(nproc),
+               "--master-addr", "127.0.0.1", "--master-port", str(_free_port()), *args]
+    return subprocess.run(command, timeout=timeout, capture_output=True, text=True)
+
+
+@pytest.fixture(scope="session")
+def torchrun():
+    """torchrun(nproc, *args, timeout=300) -> CompletedProcess: gloo ranks on the CPU, each run on its own port."""
+    return _torchrun

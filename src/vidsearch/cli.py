@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from vidsearch import __version__
+from vidsearch.distributed import env_rank
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +168,9 @@ def _train_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-words", type=int, default=77, help="caption tokens kept, end-of-text included")
     parser.add_argument("--val-split", choices=["val", "test", "none"], default="val",
                         help="split that picks the best checkpoint; test or none only when asked for")
+    parser.add_argument("--adapters", action="store_true",
+                        help="add AIM adapters in any mode (the aim modes always have them): with --mode full they "
+                             "train together with everything else")
     parser.add_argument("--twins-in-batch", action="store_true", help="time-reversed twins share a batch")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2, help="loader processes (0: in the training process)")
@@ -180,13 +184,15 @@ def _train_args(parser: argparse.ArgumentParser) -> None:
 def _train_request(args: argparse.Namespace):
     import dataclasses
 
-    from vidsearch.config import ModelConfig, TrainConfig, from_dict
+    from vidsearch.config import AdapterConfig, ModelConfig, TrainConfig, from_dict
     from vidsearch.model.checkpoint import read_checkpoint_config
     from vidsearch.train.run import RunRequest
 
     base = from_dict(ModelConfig, read_checkpoint_config(args.init)["model"]) if args.init else ModelConfig(args.model)
     model = dataclasses.replace(base, head=args.head or base.head, precision="fp32",
                                 num_frames=args.frames_per_video or base.num_frames)
+    if args.adapters and model.adapters is None:
+        model = dataclasses.replace(model, adapters=AdapterConfig())
     train = TrainConfig(mode=args.mode, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                         coef_lr=args.coef_lr, weight_decay=args.weight_decay, warmup=args.warmup,
                         grad_clip=args.grad_clip, precision=args.precision, seed=args.seed, max_words=args.max_words,
@@ -206,6 +212,8 @@ def _train_run(args: argparse.Namespace) -> int:
         result = run_training(_train_request(args), args.out, resume=args.resume, max_steps=args.steps)
     except (ValueError, ManifestError, WeightsError, CacheFormatError, FileNotFoundError) as error:
         raise UserError(str(error)) from None
+    if env_rank() != 0:
+        return 0
     best = f", best {result.best} (epoch {result.progress.best_epoch}, R@1 {result.progress.best_r1:.1f})" \
         if result.best else ""
     print(f"trained {result.progress.step} steps in {result.seconds:.0f} s: last {result.last}{best}")
@@ -278,7 +286,8 @@ def _index_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", help="data manifest (JSONL) with captions and categories for text match and filters")
     parser.add_argument("--rebuild", action="store_true", help="start the store afresh instead of adding new videos")
     parser.add_argument("--batch-size", type=int, default=16, help="videos (or moments) encoded at once")
-    parser.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    parser.add_argument("--device", default="cuda" if _cuda() else "cpu",
+                        help="under torchrun, cuda means each rank's local GPU")
     parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default=None,
                         help="default: bf16 on a GPU, fp32 on the CPU")
 
@@ -292,17 +301,21 @@ def _cuda() -> bool:
 def _index_run(args: argparse.Namespace) -> int:
     from vidsearch.data.manifest import ManifestError, load_manifest
     from vidsearch.model.weights import WeightsError
-    from vidsearch.store.indexer import index_cache
+    from vidsearch.distributed import env_world
+    from vidsearch.store.indexer import index_cache, index_cache_sharded
     from vidsearch.store.store import StoreError
     from vidsearch.web.setup import CaptionLoadError, load_caption_database
 
     source = _model_source(args)
     precision = args.precision or ("bf16" if args.device.startswith("cuda") else "fp32")
+    index = index_cache_sharded if env_world() > 1 else index_cache  # under torchrun: the ranks share the videos
     try:
         records = load_manifest(args.data) if args.data else []
         model = source.load(precision=precision)
-        report = index_cache(model=model, source=source, cache_dir=args.frames, store_dir=args.store, records=records,
-                             rebuild=args.rebuild, batch_size=args.batch_size, device=args.device)
+        report = index(model=model, source=source, cache_dir=args.frames, store_dir=args.store, records=records,
+                       rebuild=args.rebuild, batch_size=args.batch_size, device=args.device)
+        if env_rank() != 0:
+            return 0
         captions = load_caption_database(store_dir=args.store, manifest=args.data) if args.data else None
     except (ManifestError, WeightsError, StoreError, FileNotFoundError, ValueError, CaptionLoadError) as error:
         raise UserError(str(error)) from None
@@ -375,6 +388,34 @@ def _format_hits(result) -> str:
     return "\n".join(lines)
 
 
+def _demo_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workdir", default="demo-work", help="where the demo library, cache and store live "
+                                                               "(reused by the next run)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--videos", type=int, default=300, help="size of the demo library (twin pairs: even)")
+    parser.add_argument("--retrain", action="store_true",
+                        help="train the tiny model from scratch (CLIP4Clip stage, then AIM with the text tower) "
+                             "instead of using the shipped checkpoint; slow on a CPU")
+    parser.add_argument("--no-serve", action="store_true", help="prepare everything, then exit")
+
+
+def _demo_run(args: argparse.Namespace) -> int:
+    from vidsearch.demo import EXAMPLE_QUERIES, prepare_demo
+    from vidsearch.web.server import serve
+
+    report = prepare_demo(workdir=args.workdir, retrain=args.retrain, videos=args.videos)
+    stages = ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in report.seconds.items())
+    print(f"demo ready ({stages}); checkpoint {report.checkpoint}")
+    if args.no_serve:
+        return 0
+    print(f"\nserving the demo library on http://{args.host}:{args.port}/  (Ctrl-C stops)\ntry:")
+    for query in EXAMPLE_QUERIES:
+        print(f"  {query}")
+    serve(store_dir=report.paths.store, host=args.host, port=args.port)
+    return 0
+
+
 COMMANDS: dict[str, Command] = {
     "train": Command("fine-tune CLIP on captioned videos: CLIP4Clip (full) or AIM adapters, from the keyframe cache",
                      _train_args, _train_run),
@@ -389,6 +430,8 @@ COMMANDS: dict[str, Command] = {
     "search": Command("search a feature store with a sentence", _search_args, _search_run),
     "serve": Command("serve the search and player pages and the JSON API over a feature store (waitress)",
                      _serve_args, _serve_run),
+    "demo": Command("the whole pipeline on a generated library with the shipped tiny model, then serve it",
+                    _demo_args, _demo_run),
     "synth": Command("generate the moving-shapes library: H.264 videos with captions and time-reversed twins",
                      _synth_args, _synth_run),
     "import": Command("convert MSR-VTT, MSVD or your own captions (CSV/JSONL) into a data manifest",
@@ -417,7 +460,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    level = logging.DEBUG if args.verbose else logging.INFO
+    if env_rank() != 0:  # under torchrun only rank 0 says more than warnings
+        level = logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2

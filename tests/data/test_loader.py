@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from vidsearch.data.loader import (JpegFrames, LoaderVideo, TrainBatches, epoch_plan, frame_positions, match_videos,
-                                   pack_frames)
+from vidsearch.data.loader import (CacheBatches, JpegFrames, LoaderVideo, TrainBatches, epoch_plan, frame_positions,
+                                   match_videos, pack_frames)
 from vidsearch.data.manifest import load_manifest
 
 
@@ -69,6 +69,13 @@ def test_batches_split_over_ranks_rebuild_the_global_batch():
     assert sum((h.captions for h in halves), []) == whole.captions
     resumed = TrainBatches(videos, plan, _Store(), num_frames=3, seed=0, epoch=0, start=1)[0]
     assert np.array_equal(resumed.frames, whole.frames)
+
+
+def test_a_global_batch_that_does_not_split_over_the_ranks_is_refused():
+    videos = [LoaderVideo(f"v{i}", f"v{i}", tuple(range(6)), ("a",)) for i in range(8)]
+    with pytest.raises(ValueError, match="global batch of 6 does not split evenly over 4 ranks"):
+        CacheBatches(videos, _Store(), batch_size=6, num_frames=3, seed=0, workers=0, rank=1, world=4)
+    assert CacheBatches(videos, _Store(), batch_size=6, num_frames=3, seed=0, workers=0, world=3).steps_per_epoch == 1
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,4 @@
 import math
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -34,18 +33,11 @@ def test_half_precision_features_give_a_float32_loss():
     assert contrastive_loss(text, video, torch.tensor(1.0)).dtype == torch.float32
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def test_two_gloo_ranks_give_the_loss_and_gradients_of_one_process(tmp_path):
+def test_two_gloo_ranks_give_the_loss_and_gradients_of_one_process(tmp_path, torchrun):
     single, double = tmp_path / "single.safetensors", tmp_path / "ddp.safetensors"
     subprocess.run([sys.executable, str(WORKER), str(single)], check=True, timeout=120)
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
-                    "--master-addr", "127.0.0.1", "--master-port", str(_free_port()), str(WORKER), str(double)],
-                   check=True, timeout=180, capture_output=True)
+    ranks = torchrun(2, str(WORKER), str(double), timeout=180)
+    assert ranks.returncode == 0, ranks.stderr[-2000:]
     one, two = load_file(str(single)), load_file(str(double))
     assert one.keys() == two.keys() and len(one) == 6
     for key in one:

@@ -352,6 +352,10 @@ class CacheBatches:
     """A training batch source over the cache: `steps_per_epoch`, and `epoch(e, start=k)` yielding Batches.
 
     Batches are built in `workers` processes (0: in this one), pinned when CUDA is available.
+
+    `batch_size` is the global batch. Under torchrun every rank builds the same epoch plan and takes its contiguous
+    share of each batch: DistributedSampler's per-epoch shuffle (`set_epoch`) without its dependence on the number of
+    ranks, so a run resumed on another number of ranks sees the very batches an uninterrupted one would.
     """
 
     def __init__(self, videos: Sequence[LoaderVideo], store: FrameStore, *, batch_size: int, num_frames: int,
@@ -359,6 +363,8 @@ class CacheBatches:
         self.videos, self.store = list(videos), store
         self.batch_size, self.num_frames, self.seed, self.workers = batch_size, num_frames, seed, workers
         self.twins_in_batch, self.rank, self.world = twins_in_batch, rank, world
+        if batch_size % world:
+            raise ValueError(f"the global batch of {batch_size} does not split evenly over {world} ranks")
         self.steps_per_epoch = len(self.plan(0))
 
     def plan(self, epoch: int) -> list[list[tuple[int, int]]]:

@@ -2,12 +2,15 @@
 
 One row per moment for videos cut into moments, one row per video otherwise. Videos already in the store are
 skipped, so an interrupted run resumes and a grown library is indexed incrementally; rows are published in chunks,
-each chunk one atomic store version. The store records where its model came from and which cache its thumbnails
-live in, so `vidsearch search` and `vidsearch serve` need only `--store`.
+each chunk one atomic store version. Under torchrun (`index_cache_sharded`) the ranks share the rows and rank 0
+publishes them as one version when all have finished. The store records where its model came from and which cache
+its thumbnails live in, so `vidsearch search` and `vidsearch serve` need only `--store`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from contextlib import contextmanager
@@ -17,10 +20,12 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from tqdm import tqdm
 
 from vidsearch.data.loader import frame_positions
 from vidsearch.data.manifest import VideoRecord
+from vidsearch.distributed import setup_distributed, shutdown_distributed
 from vidsearch.model.source import ModelSource
 from vidsearch.model.textquery import Precision, QueryTextTower, supports
 from vidsearch.model.videoclip import VideoTextModel
@@ -113,11 +118,8 @@ def index_cache(
     """Encode every cached video not yet in the store and add it; `rebuild` starts the store afresh."""
     started = time.perf_counter()
     cache = open_cache(cache_dir)
-    report = IndexReport(videos_failed_in_cache=sum(e.status != "ok" for e in cache.entries.values()))
-    present = set() if rebuild else _videos_in_store(store_dir, model.fingerprint)
-    todo = [entry for entry in cache.ok() if entry.id not in present]
-    report.videos_skipped = len(cache.ok()) - len(todo)
-    info = {"model": source.absolute().to_dict(), "frames": str(Path(cache_dir).resolve())}
+    todo, report = _plan(cache, store_dir, model.fingerprint, rebuild=rebuild)
+    info = _store_info(source, cache_dir)
     by_id = {record.video_id: record for record in records}
     model = model.to(device).eval()
     progress = tqdm(total=len(todo), desc="index", unit="video")
@@ -130,6 +132,20 @@ def index_cache(
     progress.close()
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _plan(cache: FrameCache, store_dir: str | Path, fingerprint: str, *,
+          rebuild: bool) -> tuple[list[VideoEntry], IndexReport]:
+    """The cached videos to encode (those not in the store yet, or all for a rebuild) and a report counting the rest."""
+    report = IndexReport(videos_failed_in_cache=sum(e.status != "ok" for e in cache.entries.values()))
+    present = set() if rebuild else _videos_in_store(store_dir, fingerprint)
+    todo = [entry for entry in cache.ok() if entry.id not in present]
+    report.videos_skipped = len(cache.ok()) - len(todo)
+    return todo, report
+
+
+def _store_info(source: ModelSource, cache_dir: str | Path) -> dict:
+    return {"model": source.absolute().to_dict(), "frames": str(Path(cache_dir).resolve())}
 
 
 def _videos_in_store(store_dir: str | Path, fingerprint: str) -> set[str]:
@@ -153,6 +169,90 @@ def _encode_chunk(model: VideoTextModel, cache: FrameCache, entries: list[VideoE
     progress.update(len(entries))
     rows = [_row_meta(spec, cache.entries[spec.video_id], by_id.get(spec.video_id)) for spec in specs]
     return np.concatenate(features).astype(np.float32), rows
+
+
+def index_cache_sharded(
+    *,
+    model: VideoTextModel,
+    source: ModelSource,
+    cache_dir: str | Path,
+    store_dir: str | Path,
+    records: Sequence[VideoRecord] = (),
+    rebuild: bool = False,
+    batch_size: int = 16,
+    device: str = "cpu",
+) -> IndexReport:
+    """`index_cache` under torchrun: the ranks split the rows, rank 0 publishes them all as one store version.
+
+    Every rank plans the same rows (checked), encodes a contiguous share of each chunk of them, and sends its
+    features to rank 0 over the process group (`device` "cuda…": each rank on its local GPU with nccl; else gloo).
+    Nothing touches the store before every rank has sent its last features, so a rank that dies (torchrun then
+    stops the others) leaves the previous version as it was. Rank 0 holds all new features in memory until then.
+    Only rank 0's report has a `version`. Alone (no torchrun) it runs as one rank and still publishes one version.
+    """
+    started = time.perf_counter()
+    rank, world, torch_device = setup_distributed(cuda=device.startswith("cuda"))
+    cache = open_cache(cache_dir)
+    todo, report = _plan(cache, store_dir, model.fingerprint, rebuild=rebuild)
+    specs = [spec for entry in todo for spec in rows_of(entry)]
+    _check_same_rows(specs, torch_device, world=world)
+    model = model.to(torch_device).eval()
+    features = _encode_across_ranks(model, cache, specs, batch_size=batch_size, device=torch_device, rank=rank,
+                                    world=world)
+    if rank == 0 and specs:
+        by_id = {record.video_id: record for record in records}
+        rows = [_row_meta(spec, cache.entries[spec.video_id], by_id.get(spec.video_id)) for spec in specs]
+        publish = feature_store.write if rebuild else feature_store.add
+        report.version = publish(store_dir, {FEATURE: features}, fingerprint=model.fingerprint, rows=rows,
+                                 info=_store_info(source, cache_dir))
+    report.videos_added, report.rows_added = len(todo), len(specs)
+    shutdown_distributed()
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _check_same_rows(specs: list[RowSpec], device: torch.device, *, world: int) -> None:
+    """All ranks must plan the same rows (a writer publishing between their reads of the store would break that)."""
+    if world == 1:
+        return
+    text = json.dumps([[s.video_id, s.start, s.end, list(s.frames)] for s in specs])
+    digest = torch.tensor([int.from_bytes(hashlib.sha256(text.encode()).digest()[:7], "big")], device=device)
+    digests = [torch.empty_like(digest) for _ in range(world)]
+    dist.all_gather(digests, digest)
+    if any(not torch.equal(other, digest) for other in digests):
+        raise RuntimeError("the ranks read different versions of the store: run the sharded index again")
+
+
+def _encode_across_ranks(model: VideoTextModel, cache: FrameCache, specs: list[RowSpec], *, batch_size: int,
+                         device: torch.device, rank: int, world: int) -> np.ndarray | None:
+    """Features [len(specs), D] of all rows on rank 0 (None on the others), chunk by chunk to bound memory."""
+    parts = []
+    progress = tqdm(total=len(specs), desc=f"index ({world} ranks)", unit="row", disable=rank != 0)
+    for chunk in _chunks(specs, CHUNK_VIDEOS * world):  # rows, here: about a video each
+        bounds = [len(chunk) * r // world for r in range(world + 1)]
+        share = chunk[bounds[rank]:bounds[rank + 1]]
+        mine = [encode_rows(model, cache, share[i:i + batch_size], str(device))
+                for i in range(0, len(share), batch_size)]
+        received = _gather_rows(np.concatenate(mine) if mine else np.zeros((0, model.embed_dim), np.float32),
+                                counts=np.diff(bounds).tolist(), device=device, rank=rank)
+        parts += received
+        progress.update(len(chunk))
+    progress.close()
+    return np.concatenate(parts).astype(np.float32) if rank == 0 and parts else None
+
+
+def _gather_rows(features: np.ndarray, *, counts: list[int], device: torch.device, rank: int) -> list[np.ndarray]:
+    """Every rank's features (rank r has counts[r] rows) on rank 0, in rank order; [] on the others.
+
+    `gather` needs equal shapes: each rank pads its rows to the largest share, rank 0 cuts the padding off.
+    """
+    if len(counts) == 1:
+        return [features]
+    padded = torch.zeros((max(counts), features.shape[1]), dtype=torch.float32, device=device)
+    padded[:len(features)] = torch.from_numpy(features.astype(np.float32, copy=False))
+    received = [torch.empty_like(padded) for _ in counts] if rank == 0 else None
+    dist.gather(padded, received, dst=0)
+    return [part[:count].cpu().numpy() for part, count in zip(received, counts)] if rank == 0 else []
 
 
 @torch.no_grad()

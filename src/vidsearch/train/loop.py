@@ -13,6 +13,12 @@ A run directory holds:
 
 Everything saved is safetensors or JSON: the optimizer's state tensors are flattened into safetensors, its scalars
 and the scheduler, scaler, step and RNG bookkeeping go into JSON. No pickle anywhere.
+
+Under `torchrun --nproc-per-node N -m vidsearch train ...` (nccl on GPUs, gloo on CPUs) `--batch-size` stays the
+global batch: each rank encodes batch/N pairs, the loss gathers all features, DistributedDataParallel averages the
+gradients, so a step equals one process's step on the whole batch. Rank 0 alone logs and saves. The state holds no
+per-rank data (parameters and optimiser state are replicated), so a run resumes on any number of ranks that divides
+the batch.
 """
 
 from __future__ import annotations
@@ -20,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import shutil
 import sys
 import time
@@ -33,6 +38,7 @@ from tqdm import tqdm
 
 from vidsearch.config import AdapterConfig, ModelConfig, TrainConfig, to_dict
 from vidsearch.data.loader import Batch
+from vidsearch.distributed import barrier
 from vidsearch.eval.evaluate import Evaluation, autocast_for, tokenize_captions
 from vidsearch.fsutil import atomic_write_text
 from vidsearch.model.checkpoint import WEIGHTS_FILE, read_checkpoint_config, save_checkpoint
@@ -124,24 +130,6 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if precision == "auto":
         return "bf16" if device.type == "cuda" else "fp32"
     return precision
-
-
-def setup_distributed() -> tuple[int, int, torch.device]:
-    """(rank, world size, device) from torchrun's environment; a process group only when there are several ranks."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    cuda = torch.cuda.is_available()
-    device = torch.device(f"cuda:{local_rank}" if cuda else "cpu")
-    if world > 1 and not torch.distributed.is_initialized():
-        if cuda:
-            torch.cuda.set_device(device)
-        torch.distributed.init_process_group(backend="nccl" if cuda else "gloo")
-    return rank, world, device
-
-
-def barrier() -> None:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()
 
 
 class PairEncoder(nn.Module):

@@ -17,8 +17,8 @@ from vidsearch.data.loader import CacheBatches, LoaderVideo, match_videos, pack_
 from vidsearch.data.manifest import load_manifest
 from vidsearch.eval.evaluate import evaluate_model
 from vidsearch.fsutil import atomic_write_text
-from vidsearch.train.loop import (VAL_SPLITS, TrainResult, barrier, build_model, model_config_for, resolve_precision,
-                                  setup_distributed, train)
+from vidsearch.distributed import barrier, setup_distributed, shutdown_distributed
+from vidsearch.train.loop import VAL_SPLITS, TrainResult, build_model, model_config_for, resolve_precision, train
 
 log = logging.getLogger(__name__)
 
@@ -66,14 +66,25 @@ def check_resumable(out: Path, request: RunRequest) -> None:
 
 def run_training(request: RunRequest, out: str | Path, *, resume: bool = False,
                  max_steps: int | None = None) -> TrainResult:
-    """Load, pack, build, train. `max_steps` stops early (the schedule still spans all epochs), state saved."""
-    from vidsearch.model.checkpoint import load_checkpoint
-    from vidsearch.video.cache import open_cache
+    """Load, pack, build, train. `max_steps` stops early (the schedule still spans all epochs), state saved.
 
+    Under torchrun each rank runs this; `request.train.batch_size` is the global batch, split evenly over the ranks.
+    """
     out = Path(out)
     if resume:
         check_resumable(out, request)
     rank, world, device = setup_distributed()
+    result = _run(request, out, resume=resume, max_steps=max_steps, rank=rank, world=world, device=device)
+    # Not in a `finally`: a rank that failed must exit (torchrun then stops the others), not wait at a barrier.
+    shutdown_distributed()
+    return result
+
+
+def _run(request: RunRequest, out: Path, *, resume: bool, max_steps: int | None, rank: int, world: int,
+         device) -> TrainResult:
+    from vidsearch.model.checkpoint import load_checkpoint
+    from vidsearch.video.cache import open_cache
+
     records, cache = load_manifest(request.data), open_cache(request.frames)
     manifest_dir = Path(request.data).parent
     train_videos = match_videos(records, cache, split="train", manifest_dir=manifest_dir)
