@@ -40,6 +40,25 @@ def web_library(tmp_path_factory):
     return _build_web_library(tmp_path_factory.mktemp("web-library"), videos=8)
 
 
+# --- a small keyframe library through the CLI (tests/data, tests/train) -----------------------------------------------
+
+def _keyframe_library(root, *, videos: int, size: int, seconds: float, frames: int):
+    """`vidsearch synth` then `vidsearch frames` into root/lib and root/cache; returns root."""
+    from vidsearch.cli import main
+
+    assert main(["synth", "--out", str(root / "lib"), "--videos", str(videos), "--size", str(size),
+                 "--seconds", str(seconds)]) == 0
+    assert main(["frames", str(root / "lib" / "videos"), "--out", str(root / "cache"), "--frames", str(frames),
+                 "--size", str(size), "--workers", "1"]) == 0
+    return root
+
+
+@pytest.fixture(scope="session")
+def make_keyframe_library():
+    """make_keyframe_library(root, videos=, size=, seconds=, frames=) -> root with lib/ and cache/."""
+    return _keyframe_library
+
+
 # --- torchrun (tests/train, tests/store) ------------------------------------------------------------------------------
 
 def _free_port() -> int:

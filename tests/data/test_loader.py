@@ -79,14 +79,8 @@ def test_a_global_batch_that_does_not_split_over_the_ranks_is_refused():
 
 
 @pytest.fixture(scope="module")
-def small_cache(tmp_path_factory):
-    from vidsearch.cli import main
-
-    root = tmp_path_factory.mktemp("library")
-    assert main(["synth", "--out", str(root / "lib"), "--videos", "6", "--size", "48", "--seconds", "3"]) == 0
-    assert main(["frames", str(root / "lib" / "videos"), "--out", str(root / "cache"), "--frames", "4",
-                 "--size", "48", "--workers", "1"]) == 0
-    return root
+def small_cache(tmp_path_factory, make_keyframe_library):
+    return make_keyframe_library(tmp_path_factory.mktemp("library"), videos=6, size=48, seconds=3, frames=4)
 
 
 def test_packed_frames_equal_the_cache_jpegs_and_are_reused(small_cache, tmp_path):

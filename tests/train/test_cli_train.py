@@ -8,12 +8,8 @@ from vidsearch.cli import main
 
 
 @pytest.fixture(scope="module")
-def library(tmp_path_factory):
-    root = tmp_path_factory.mktemp("e2e")
-    assert main(["synth", "--out", str(root / "lib"), "--videos", "10", "--size", "64", "--seconds", "4"]) == 0
-    assert main(["frames", str(root / "lib" / "videos"), "--out", str(root / "cache"), "--frames", "4",
-                 "--size", "64", "--workers", "1"]) == 0
-    return root
+def library(tmp_path_factory, make_keyframe_library):
+    return make_keyframe_library(tmp_path_factory.mktemp("e2e"), videos=10, size=64, seconds=4, frames=4)
 
 
 def _train(library, out, *extra):

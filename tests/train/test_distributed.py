@@ -15,7 +15,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from vidsearch.cli import main
 from vidsearch.model.checkpoint import save_checkpoint
 from vidsearch.model.source import ModelSource
 
@@ -23,11 +22,8 @@ STEPS = 2
 
 
 @pytest.fixture(scope="module")
-def library(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ddp")
-    assert main(["synth", "--out", str(root / "lib"), "--videos", "8", "--size", "64", "--seconds", "2"]) == 0
-    assert main(["frames", str(root / "lib" / "videos"), "--out", str(root / "cache"), "--frames", "2",
-                 "--size", "64", "--workers", "1"]) == 0
+def library(tmp_path_factory, make_keyframe_library):
+    root = make_keyframe_library(tmp_path_factory.mktemp("ddp"), videos=8, size=64, seconds=2, frames=2)
     save_checkpoint(ModelSource(backbone="vidsearch-tiny", num_frames=2).load(), root / "init",
                     trained_groups=["backbone"])
     return root

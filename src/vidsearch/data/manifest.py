@@ -117,13 +117,18 @@ def load_manifest(path: str | Path) -> list[VideoRecord]:
     return records
 
 
-def _parse_line(line: str, *, where: str) -> VideoRecord:
+def _json_object(line: str, *, where: str) -> dict[str, Any]:
     try:
         data = json.loads(line)
     except json.JSONDecodeError as error:
         raise ManifestError(f"{where}: not valid JSON: {error.msg}") from None
     if not isinstance(data, dict):
         raise ManifestError(f"{where}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _parse_line(line: str, *, where: str) -> VideoRecord:
+    data = _json_object(line, where=where)
     missing = [key for key in _REQUIRED if key not in data]
     unknown = sorted(set(data) - set(_REQUIRED) - set(_OPTIONAL))
     if missing or unknown:
@@ -220,15 +225,8 @@ def _csv_rows(path: Path) -> Iterable[tuple[str, dict[str, Any]]]:
 def _jsonl_rows(path: Path) -> Iterable[tuple[str, dict[str, Any]]]:
     with open(path, encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ManifestError(f"{path}:{number}: not valid JSON: {error.msg}") from None
-            if not isinstance(row, dict):
-                raise ManifestError(f"{path}:{number}: expected a JSON object")
-            yield f"{path}:{number}", row
+            if line.strip():
+                yield f"{path}:{number}", _json_object(line, where=f"{path}:{number}")
 
 
 def _row_captions(row: dict[str, Any], *, where: str) -> list[str]:
