@@ -286,3 +286,18 @@ def open_searcher(store_dir: str | Path, *, precision: str = "fp32"):
     store = Store.open(store_dir)
     source = ModelSource.from_dict(store.info["model"])
     return Searcher(store, ModelQueryEncoder(source.load(precision=precision)))
+
+
+def index_into(task: dict) -> dict:
+    """`run_isolated` target: add the store's keyframe cache's new videos with the store's own model.
+
+    `task`: {"store": dir, "records": [VideoRecord JSON, ...]}. Encoding in a child process keeps a web server's
+    request threads free while an upload is ingested.
+    """
+    store_dir = task["store"]
+    info = Store.open(store_dir).info
+    source = ModelSource.from_dict(info["model"])
+    records = [VideoRecord(**record) for record in task.get("records", [])]
+    report = index_cache(model=source.load(), source=source, cache_dir=info["frames"], store_dir=store_dir,
+                         records=records)
+    return {"videos_added": report.videos_added, "version": report.version}

@@ -411,3 +411,16 @@ def _write_frames(root: Path, video_id: str, frames: np.ndarray, *, quality: int
         shutil.rmtree(old)
     partial.rename(final)
     return [f"{FRAMES_DIR}/{video_id}/{name}" for name in names]
+
+
+def extract_into(task: dict[str, str]) -> dict[str, Any]:
+    """`run_isolated` target: one video (`task["video"]`) into the existing cache `task["cache"]`, with its settings.
+
+    Returns {"video_id": id} or {"error": {"code", "message"}}. A web server runs this in a child process, so parsing
+    and rewriting a large cache manifest never holds the server's interpreter lock.
+    """
+    settings = open_cache(task["cache"]).settings
+    report = build_cache([task["video"]], task["cache"], settings, workers=1)
+    if report.failed:
+        return {"error": report.failed[0].error}
+    return {"video_id": (report.extracted or report.skipped)[0]}

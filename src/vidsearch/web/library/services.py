@@ -22,7 +22,7 @@ from django.db.models import Count
 
 from vidsearch.data.manifest import VideoRecord
 from vidsearch.fsutil import fsync_dir
-from vidsearch.video.cache import build_cache
+from vidsearch.video.cache import extract_into
 from vidsearch.video.workers import run_isolated
 from vidsearch.web.library import jobs
 from vidsearch.web.library.engine import get_library
@@ -32,6 +32,7 @@ from vidsearch.web.library.videocheck import check_video
 log = logging.getLogger(__name__)
 
 UPLOAD_PREFIX = "upload-"
+INGEST_TIMEOUT_S = 3600.0  # one step of one upload (keyframes, or encoding), in its own process
 INTERRUPTED = "interrupted: the server stopped before this upload was indexed; upload it again"
 
 
@@ -151,25 +152,31 @@ def run_upload_job(*, job_id: str) -> None:
 
 
 def _ingest(job: UploadJob) -> str:
-    from vidsearch.store.indexer import index_cache  # torch: loaded by the server anyway, kept out of manage commands
+    """Keyframes, then features, each in a fresh child process (the server's threads keep answering searches)."""
+    from vidsearch.store.indexer import index_into  # torch: loaded by the server anyway, kept out of manage commands
 
     library = get_library()
     path = uploads_dir() / job.file_name
     _set_status(job, UploadJob.Status.KEYFRAMES)
-    report = build_cache([path], library.cache_dir, library.cache().settings, workers=1)
-    if report.failed:
-        error = report.failed[0].error
-        raise RuntimeError(f"keyframes: {error['code']}: {error['message']}")
-    video_id = (report.extracted or report.skipped)[0]
+    extracted = _in_child(extract_into, {"video": str(path), "cache": str(library.cache_dir)})
+    if "error" in extracted:
+        raise RuntimeError(f"keyframes: {extracted['error']['code']}: {extracted['error']['message']}")
+    video_id = extracted["video_id"]
     _set_status(job, UploadJob.Status.INDEXING, video_id=video_id)
     captions = [line for line in job.sentences.splitlines() if line.strip()]
     record = VideoRecord(video_id=video_id, source=str(path), captions=captions, split="test",
                          category=job.category or None)
-    index_cache(model=library.model, source=library.model_source, cache_dir=library.cache_dir,
-                store_dir=library.store.path, records=[record])
+    _in_child(index_into, {"store": str(library.store.path), "records": [record.to_json()]})
     load_captions(records=[record])
     library.refresh()
     return video_id
+
+
+def _in_child(fn, task: dict) -> dict:
+    outcome = next(run_isolated(fn, [task], workers=1, timeout_s=INGEST_TIMEOUT_S))
+    if outcome.failure:
+        raise RuntimeError(f"{fn.__name__}: {outcome.failure}: {outcome.detail}")
+    return outcome.result
 
 
 def _set_status(job: UploadJob, status: str, *, error: str = "", video_id: str | None = None) -> None:
