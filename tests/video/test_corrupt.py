@@ -60,3 +60,11 @@ def test_a_hanging_or_crashing_task_does_not_stop_the_others():
     assert "exit code 3" in next(o.detail for o in outcomes if o.task == 3)
     (outcome,) = run_isolated(math.sqrt, [-1.0], workers=1, timeout_s=10.0)
     assert (outcome.failure, outcome.detail) == ("error", "ValueError: math domain error")
+
+
+def test_children_can_run_at_a_lower_priority():
+    """A web server's ingest children yield the CPU to its requests: `nice` reaches the child process."""
+    own = os.nice(0)
+    (plain,) = run_isolated(os.nice, [0], workers=1, timeout_s=30.0)
+    (lowered,) = run_isolated(os.nice, [0], workers=1, timeout_s=30.0, nice=5)
+    assert plain.result == own and lowered.result == min(19, own + 5)

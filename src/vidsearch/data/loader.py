@@ -132,6 +132,9 @@ def epoch_plan(videos: Sequence[LoaderVideo], *, batch_size: int, seed: int, epo
     rng = np.random.default_rng([seed, epoch])
     caption_orders = [rng.permutation(len(video.captions)) for video in videos]
     units = shuffle_units(videos, twins_in_batch=twins_in_batch)
+    for unit in units:  # twins take their captions in the same order: "…moves left" meets its own "…moves right"
+        if len(unit) == 2 and len(videos[unit[0]].captions) == len(videos[unit[1]].captions):
+            caption_orders[unit[1]] = caption_orders[unit[0]]
     samples: list[tuple[int, int]] = []
     for round_ in range(max((len(v.captions) for v in videos), default=0)):
         for u in rng.permutation(len(units)):

@@ -175,7 +175,11 @@ def index_for(store: Store, array: str = "video_feature", kind: IndexKind = "aut
         if key in _cache:
             _cache.move_to_end(key)
             return _cache[key]
-        index = _cache[key] = build_index(store.array(array), kind)
+    # Built outside the lock: searches of other versions go on meanwhile (two threads may build the same one once).
+    index = build_index(store.array(array), kind)
+    with _cache_lock:
+        index = _cache.setdefault(key, index)
+        _cache.move_to_end(key)
         while len(_cache) > _CACHE_SIZE:
             _cache.popitem(last=False)
         return index

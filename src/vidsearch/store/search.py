@@ -121,13 +121,31 @@ class Searcher:
 
     def refresh(self) -> bool:
         """Switch to the store's latest published version if it changed; True when it did."""
-        if read_manifest(self.store.path)["version"] == self.store.version:
+        prepared = self.prepare_latest()
+        if prepared is None:
             return False
+        self.use(*prepared)
+        return True
+
+    def prepare_latest(self) -> tuple[Store, dict[str, np.ndarray]] | None:
+        """The store's latest version, opened and made ready to search, or None when the current one is the latest.
+
+        Everything a first search would otherwise pay for (the live arrays, the row table, the vector index, the
+        rows of each video) is done here, so a server can do it beside its requests and then swap at once (`use`).
+        """
+        if read_manifest(self.store.path)["version"] == self.store.version:
+            return None
         store = Store.open(self.store.path)
         if self.encoder is not None:
             store.check_fingerprint(self.encoder.fingerprint)
-        self.store, self._rows_by_video = store, None
-        return True
+        if self.array in store.schema:
+            index_for(store, self.array)
+        store.videos()
+        return store, _group_rows(store)
+
+    def use(self, store: Store, rows_by_video: dict[str, np.ndarray] | None = None) -> None:
+        """Search `store` from now on (a version `prepare_latest` returned)."""
+        self.store, self._rows_by_video = store, rows_by_video
 
     def search(self, query: str, options: SearchOptions = SearchOptions()) -> SearchResult:
         if options.mode not in ("vector", "text", "hybrid"):
@@ -232,11 +250,16 @@ class Searcher:
 
     def _rows_of(self, video_id: str) -> np.ndarray:
         if self._rows_by_video is None:
-            grouped: dict[str, list[int]] = {}
-            for row, vid in enumerate(self.store.rows.video_id):
-                grouped.setdefault(vid, []).append(row)
-            self._rows_by_video = {vid: np.asarray(rows) for vid, rows in grouped.items()}
+            self._rows_by_video = _group_rows(self.store)
         return self._rows_by_video[video_id]
+
+
+def _group_rows(store: Store) -> dict[str, np.ndarray]:
+    """Video id → the indices of its live rows."""
+    grouped: dict[str, list[int]] = {}
+    for row, vid in enumerate(store.rows.video_id):
+        grouped.setdefault(vid, []).append(row)
+    return {vid: np.asarray(rows) for vid, rows in grouped.items()}
 
 
 def reciprocal_rank_fusion(rankings: list[list[str]], k: int = RRF_K) -> dict[str, float]:

@@ -10,6 +10,7 @@ as failed and a fresh worker takes the next task.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import logging
@@ -41,25 +42,28 @@ class _Worker:
     deadline: float = 0.0
 
 
-def run_isolated(fn: Callable[[Any], Any], tasks: Iterable[Any], *, workers: int, timeout_s: float) -> Iterator[Outcome]:
+def run_isolated(fn: Callable[[Any], Any], tasks: Iterable[Any], *, workers: int, timeout_s: float,
+                 nice: int = 0) -> Iterator[Outcome]:
     """fn(task) for every task in `workers` child processes, yielding outcomes in completion order.
 
     `fn` must be importable by name (a module-level function); tasks and results must be JSON values, tasks not None.
+    `nice` > 0 lowers the children's CPU priority (a web server's background work yields to its requests).
     """
     target = f"{fn.__module__}:{fn.__qualname__}"
     pending = iter(tasks)
-    pool = [_start(target) for _ in range(max(1, workers))]
+    start = functools.partial(_start, target, nice)
+    pool = [start() for _ in range(max(1, workers))]
     try:
         for worker in pool:
             _assign(worker, pending, timeout_s)
         while busy := [worker for worker in pool if worker.task is not None]:
-            yield from _next_outcomes(pool, busy, target, pending, timeout_s)
+            yield from _next_outcomes(pool, busy, start, pending, timeout_s)
     finally:
         for worker in pool:
             _stop(worker)
 
 
-def _next_outcomes(pool: list[_Worker], busy: list[_Worker], target: str, pending: Iterator[Any],
+def _next_outcomes(pool: list[_Worker], busy: list[_Worker], start: Callable[[], _Worker], pending: Iterator[Any],
                    timeout_s: float) -> Iterator[Outcome]:
     """Wait until a busy worker answers or passes its deadline; report it and give it (or its successor) more work."""
     wait_s = max(0.0, min(worker.deadline for worker in busy) - time.monotonic())
@@ -70,7 +74,7 @@ def _next_outcomes(pool: list[_Worker], busy: list[_Worker], target: str, pendin
             continue
         if outcome.failure in {"timeout", "crashed"}:
             index = pool.index(worker)
-            worker = pool[index] = _start(target)
+            worker = pool[index] = start()
         yield outcome
         _assign(worker, pending, timeout_s)
 
@@ -107,8 +111,8 @@ def _expired(worker: _Worker, timeout_s: float) -> Outcome | None:
     return Outcome(task, failure="timeout", detail=f"no result within {timeout_s:g} s")
 
 
-def _start(target: str) -> _Worker:
-    command = [sys.executable, "-m", "vidsearch.video.workers", target]
+def _start(target: str, nice: int = 0) -> _Worker:
+    command = [sys.executable, "-m", "vidsearch.video.workers", target, str(int(nice))]
     return _Worker(subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
 
 
@@ -120,8 +124,10 @@ def _stop(worker: _Worker) -> None:
     worker.process.stdout.close()
 
 
-def _serve(target: str) -> None:
+def _serve(target: str, nice: int = 0) -> None:
     """The child's loop: one task line in, one reply line out, until stdin closes. Stray prints go to stderr."""
+    if nice > 0:
+        os.nice(nice)
     module, name = target.split(":")
     fn = getattr(importlib.import_module(module), name)
     replies = os.fdopen(os.dup(sys.stdout.fileno()), "w")
@@ -136,4 +142,4 @@ def _serve(target: str) -> None:
 
 
 if __name__ == "__main__":
-    _serve(sys.argv[1])
+    _serve(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 0)

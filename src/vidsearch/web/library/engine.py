@@ -1,9 +1,9 @@
 """The process's library: one feature store, its model and its keyframe cache, loaded once and shared by requests.
 
 `vidsearch serve` opens it before the first request (`install`); otherwise the first request opens the store named
-by settings.VIDSEARCH_STORE. Searches run concurrently; following a newly published store version (at most once a
-`refresh_seconds`, or at once after an upload was indexed) waits until no search is running, since
-`Searcher.refresh` swaps the store a search reads.
+by settings.VIDSEARCH_STORE. Searches run concurrently. A newly published store version (looked for at most once a
+`refresh_seconds`, on a background thread, or at once after an upload was indexed) is opened and made ready beside
+the searches; only swapping it in waits until no search is running.
 """
 
 from __future__ import annotations
@@ -75,6 +75,7 @@ class Library:
         self._refresh_seconds = refresh_seconds
         self._checked = time.monotonic()
         self._lock = _ReadWriteLock()
+        self._refresh_lock = threading.Lock()
         self._cache_lock = threading.Lock()
         self._cache: tuple[tuple[int, int], FrameCache] | None = None
 
@@ -106,18 +107,37 @@ class Library:
 
     def search(self, query: str, options: SearchOptions) -> SearchResult:
         if time.monotonic() - self._checked > self._refresh_seconds:
-            self.refresh()
+            self._refresh_in_background()
         with self._lock.reading():
             return self.searcher.search(query, options)
 
     def refresh(self) -> bool:
-        """Follow the store's latest published version; True when it changed."""
-        with self._lock.writing():
+        """Follow the store's latest published version; True when it changed.
+
+        The new version is opened and made ready (arrays, rows, vector index) while searches go on with the old one;
+        only the swap itself waits for running searches to finish.
+        """
+        with self._refresh_lock:
             self._checked = time.monotonic()
-            changed = self.searcher.refresh()
-        if changed:
-            log.info("now serving store version %d", self.store.version)
-        return changed
+            prepared = self.searcher.prepare_latest()
+            if prepared is None:
+                return False
+            with self._lock.writing():
+                self.searcher.use(*prepared)
+        log.info("now serving store version %d", self.store.version)
+        return True
+
+    def _refresh_in_background(self) -> None:
+        """Start a refresh on its own thread unless one is running: the request that noticed pays nothing."""
+        self._checked = time.monotonic()
+        if not self._refresh_lock.locked():
+            threading.Thread(target=self._refresh_quietly, name="vidsearch-refresh", daemon=True).start()
+
+    def _refresh_quietly(self) -> None:
+        try:
+            self.refresh()
+        except (StoreError, OSError) as error:  # searches keep the version they have; the next check tries again
+            log.warning("cannot follow the store %s: %s", self.store.path, error)
 
     def cache(self) -> FrameCache:
         """The keyframe cache, read again whenever its manifest was replaced."""

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 UPLOAD_PREFIX = "upload-"
 INGEST_TIMEOUT_S = 3600.0  # one step of one upload (keyframes, or encoding), in its own process
+INGEST_NICE = 10  # those processes yield the CPU to the server's request threads
 INTERRUPTED = "interrupted: the server stopped before this upload was indexed; upload it again"
 
 
@@ -169,11 +170,12 @@ def _ingest(job: UploadJob) -> str:
     _in_child(index_into, {"store": str(library.store.path), "records": [record.to_json()]})
     load_captions(records=[record])
     library.refresh()
+    library.cache()  # read the grown keyframe manifest here, not in the next request that shows a thumbnail
     return video_id
 
 
 def _in_child(fn, task: dict) -> dict:
-    outcome = next(run_isolated(fn, [task], workers=1, timeout_s=INGEST_TIMEOUT_S))
+    outcome = next(run_isolated(fn, [task], workers=1, timeout_s=INGEST_TIMEOUT_S, nice=INGEST_NICE))
     if outcome.failure:
         raise RuntimeError(f"{fn.__name__}: {outcome.failure}: {outcome.detail}")
     return outcome.result

@@ -1,0 +1,61 @@
+"""The server's library follows new store versions without making searches wait for the new version to load."""
+
+import threading
+import time
+
+import numpy as np
+
+from vidsearch.store import store as st
+from vidsearch.store.search import FunctionEncoder, Searcher, SearchOptions
+from vidsearch.store.store import RowMeta, Store
+from vidsearch.web.library import engine
+
+DIM = 4
+
+
+def _write(path, video_ids, *, add=False):
+    vectors = np.eye(DIM, dtype=np.float32)[: len(video_ids)]
+    rows = [RowMeta(v, None, None, "circle", f"{v}/0.jpg", (f"caption of {v}",)) for v in video_ids]
+    (st.add if add else st.write)(path, {"video_feature": vectors}, fingerprint="toy", rows=rows)
+
+
+def _library(path, refresh_seconds):
+    encoder = FunctionEncoder(lambda texts: np.eye(DIM, dtype=np.float32)[[0] * len(texts)], "toy")
+    return engine.Library(Searcher(Store.open(path), encoder), refresh_seconds=refresh_seconds)
+
+
+def test_searches_go_on_while_a_new_version_is_prepared(tmp_path, monkeypatch):
+    _write(tmp_path, ["a", "b"])
+    library = _library(tmp_path, refresh_seconds=3600.0)
+    _write(tmp_path, ["c"], add=True)
+    preparing, release = threading.Event(), threading.Event()
+    prepare = library.searcher.prepare_latest
+
+    def slow_prepare():
+        preparing.set()
+        assert release.wait(10)
+        return prepare()
+
+    monkeypatch.setattr(library.searcher, "prepare_latest", slow_prepare)
+    refresher = threading.Thread(target=library.refresh)
+    refresher.start()
+    assert preparing.wait(10)
+    result = library.search("anything", SearchOptions(k=5))  # answered from version 1 while version 2 loads
+    assert result.store_version == 1 and {h.video_id for h in result.hits} == {"a", "b"}
+    release.set()
+    refresher.join(10)
+    result = library.search("anything", SearchOptions(k=5))
+    assert result.store_version == 2 and {h.video_id for h in result.hits} == {"a", "b", "c"}
+
+
+def test_a_due_check_refreshes_in_the_background(tmp_path):
+    _write(tmp_path, ["a"])
+    library = _library(tmp_path, refresh_seconds=0.0)
+    assert not library.refresh()
+    _write(tmp_path, ["b"], add=True)
+    first = library.search("anything", SearchOptions(k=5))
+    assert first.store_version in (1, 2)  # the search that noticed does not wait for the new version
+    deadline = time.monotonic() + 10
+    while library.store.version != 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert library.search("anything", SearchOptions(k=5)).store_version == 2
