@@ -53,6 +53,21 @@ def test_twins_share_a_batch_when_asked():
         assert all(v ^ 1 in ids for v in ids)
 
 
+def test_twins_in_a_batch_take_parallel_captions():
+    """Caption j of a video meets caption j of its twin (the same sentence with the direction reversed)."""
+    videos = _videos([5] * 8, twins=True)
+    pairs = 0
+    for epoch in range(3):
+        for batch in epoch_plan(videos, batch_size=4, seed=1, epoch=epoch, twins_in_batch=True):
+            chosen = dict(batch)
+            pairs += sum(chosen[v] == chosen[v ^ 1] for v in chosen)
+            assert all(chosen[v] == chosen[v ^ 1] for v in chosen)
+    assert pairs == 3 * 40  # every sample, every epoch
+    orders = {tuple(c for v, c in sum(epoch_plan(videos, batch_size=4, seed=1, epoch=e, twins_in_batch=True), [])
+                    if v == 0) for e in range(3)}
+    assert len(orders) > 1  # still a fresh caption order each epoch
+
+
 class _Store:
     size = 2
 

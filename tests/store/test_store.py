@@ -170,3 +170,13 @@ def test_seed_database_api(tmp_path, helpers):
         st.database_name("msrvtt", "val")
     db.store(name, {k: v[:2] for k, v in items.items()}, fingerprint="m")
     assert len(db.load(name)["video_id"]) == 2, "open() must follow a newly published version"
+
+
+def test_a_new_version_reuses_the_parsed_metadata_of_segments_it_keeps(tmp_path, helpers):
+    """Following a version that added one video parses that video's rows, not the whole store's again."""
+    helpers.write_videos(tmp_path, ["a", "b"])
+    first = Store.open(tmp_path)
+    helpers.add_videos(tmp_path, ["c"])
+    second = Store.open(tmp_path)
+    assert second._segments[0].meta is first._segments[0].meta
+    assert second.videos().keys() == {"a", "b", "c"} and first.videos().keys() == {"a", "b"}

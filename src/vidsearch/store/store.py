@@ -28,6 +28,8 @@ import json
 import logging
 import os
 import re
+import threading
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -252,9 +254,30 @@ def _stamp(stat: os.stat_result) -> list[int]:
 
 def _open_segment(directory: Path, segment: dict[str, Any], tombstones: np.ndarray) -> _Segment:
     arrays = {name: _map_array(directory, entry) for name, entry in segment["arrays"].items()}
-    meta = json.loads((directory / segment["meta"]["file"]).read_bytes())
+    meta = _segment_meta(directory, segment["meta"])
     ids = np.arange(segment["first_row"], segment["first_row"] + segment["rows"])
     return _Segment(segment["first_row"], arrays, meta, ~np.isin(ids, tombstones))
+
+
+_meta_cache: OrderedDict[tuple[str, str, str], dict[str, Any]] = OrderedDict()
+_meta_cache_lock = threading.Lock()
+_META_CACHE_SIZE = 64
+
+
+def _segment_meta(directory: Path, entry: dict[str, Any]) -> dict[str, Any]:
+    """A segment's row metadata (read-only). Segments never change once published, so a new version that keeps a
+    segment reuses its parsed metadata: following a version that added one upload costs that upload's rows only."""
+    key = (str(directory.resolve()), entry["file"], entry["sha256"])
+    with _meta_cache_lock:
+        if key in _meta_cache:
+            _meta_cache.move_to_end(key)
+            return _meta_cache[key]
+    meta = json.loads((directory / entry["file"]).read_bytes())
+    with _meta_cache_lock:
+        _meta_cache[key] = meta
+        while len(_meta_cache) > _META_CACHE_SIZE:
+            _meta_cache.popitem(last=False)
+    return meta
 
 
 def _map_array(directory: Path, entry: dict[str, Any]) -> np.ndarray:

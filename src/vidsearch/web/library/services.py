@@ -128,7 +128,7 @@ def _check_upload(path: Path) -> str:
     """The file's suffix by its container, after decoding its first frame in a child process with a time limit."""
     task = {"path": str(path), "max_seconds": 4 * 3600.0}
     timeout = settings.VIDSEARCH_UPLOAD_CHECK_SECONDS
-    outcome = next(run_isolated(check_video, [task], workers=1, timeout_s=timeout))
+    outcome = next(run_isolated(check_video, [task], workers=1, timeout_s=timeout, nice=INGEST_NICE))
     if outcome.failure:
         raise UploadRejected(f"not a usable video: {_reason(outcome.detail)}")
     return outcome.result["suffix"]
