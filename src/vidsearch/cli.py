@@ -395,8 +395,9 @@ def _demo_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--videos", type=int, default=300, help="size of the demo library (twin pairs: even)")
     parser.add_argument("--retrain", action="store_true",
-                        help="train the tiny model from scratch (CLIP4Clip stage, then AIM with the text tower) "
-                             "instead of using the shipped checkpoint; slow on a CPU")
+                        help="train the tiny model from scratch (CLIP4Clip stage, then AIM adapters, then AIM with "
+                             "the text tower, the last stage on a larger library) instead of using the shipped "
+                             "checkpoint; about an hour on 2 CPU cores (a rerun skips the finished stages)")
     parser.add_argument("--no-serve", action="store_true", help="prepare everything, then exit")
 
 
