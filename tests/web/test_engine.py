@@ -59,3 +59,21 @@ def test_a_due_check_refreshes_in_the_background(tmp_path):
     while library.store.version != 2 and time.monotonic() < deadline:
         time.sleep(0.01)
     assert library.search("anything", SearchOptions(k=5)).store_version == 2
+
+
+def test_an_extracted_video_joins_the_held_cache_unless_the_manifest_changed_otherwise(web_library):
+    import dataclasses
+
+    import pytest
+
+    from vidsearch.video.cache import CacheFormatError
+
+    library = engine.Library.open(web_library.store)
+    cache = library.cache()
+    entry = dataclasses.asdict(next(iter(cache.entries.values())))
+    library.cache_added({**entry, "id": "extra"}, before=(0, 0))  # not the version held: read from disk instead
+    assert "extra" not in library.cache().entries
+    library.cache_added({**entry, "id": "extra"}, before=library.cache_stamp())
+    assert "extra" in library.cache().entries and set(cache.entries) < set(library.cache().entries)
+    with pytest.raises(CacheFormatError, match="leaves the cache"):
+        library.cache_added({**entry, "id": "evil", "frames": ["../../secret.jpg"]}, before=library.cache_stamp())

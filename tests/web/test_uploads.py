@@ -80,8 +80,11 @@ def test_a_file_that_does_not_decode_is_refused_and_removed(client, uploader, up
 
 
 @pytest.mark.django_db(transaction=True)
-def test_an_upload_is_stored_under_a_new_name_ingested_and_searchable(client, uploads, mp4, writable):
+def test_an_upload_is_stored_under_a_new_name_ingested_and_searchable(client, uploads, mp4, writable, monkeypatch):
     client.force_login(User.objects.create_user("u", password="a long password"))
+    engine.get_library().cache()
+    manifest_reads = []
+    monkeypatch.setattr(engine, "open_cache", lambda path: manifest_reads.append(path))  # must not be needed
     file = SimpleUploadedFile("../My Holiday.mp4", mp4, content_type="video/mp4")
     response = client.post(reverse("upload"), {"file": file, "category": "holiday",
                                                "sentences": "a kite over the beach\nwaves"})
@@ -98,6 +101,8 @@ def test_an_upload_is_stored_under_a_new_name_ingested_and_searchable(client, up
     assert client.get(reverse("video-file", args=[job.video_id])).status_code == 200
     status = client.get(reverse("upload-status", args=[job.id])).content.decode()
     assert "Searchable now" in status and 'http-equiv="refresh"' not in status
+    # The server added the new video's keyframe entry to the cache it holds; it never parsed the manifest again.
+    assert job.video_id in engine.get_library().cache().entries and manifest_reads == []
 
 
 def wait_for(job: UploadJob, timeout: float = 90.0) -> UploadJob:

@@ -123,6 +123,12 @@ class FrameCache:
     def ok(self) -> list[VideoEntry]:
         return [entry for _, entry in sorted(self.entries.items()) if entry.status == "ok"]
 
+    def with_entry(self, data: dict[str, Any]) -> FrameCache:
+        """This cache as it is after one more video was extracted into it (`data`: that video's manifest entry)."""
+        entry = VideoEntry.from_json(data)
+        _check_frame_paths(entry)
+        return FrameCache(self.root, self.settings, {**self.entries, entry.id: entry})
+
     def frame_path(self, video_id: str, i: int) -> Path:
         return self.root / self.entries[video_id].frames[i]
 
@@ -416,11 +422,13 @@ def _write_frames(root: Path, video_id: str, frames: np.ndarray, *, quality: int
 def extract_into(task: dict[str, str]) -> dict[str, Any]:
     """`run_isolated` target: one video (`task["video"]`) into the existing cache `task["cache"]`, with its settings.
 
-    Returns {"video_id": id} or {"error": {"code", "message"}}. A web server runs this in a child process, so parsing
-    and rewriting a large cache manifest never holds the server's interpreter lock.
+    Returns {"video_id": id, "entry": its manifest entry} or {"error": {"code", "message"}}. A web server runs this
+    in a child process, so parsing and rewriting a large cache manifest never holds the server's interpreter lock;
+    the server adds the entry to the cache it has open (`FrameCache.with_entry`) instead of reading the manifest again.
     """
     settings = open_cache(task["cache"]).settings
     report = build_cache([task["video"]], task["cache"], settings, workers=1)
     if report.failed:
         return {"error": report.failed[0].error}
-    return {"video_id": (report.extracted or report.skipped)[0]}
+    video_id = (report.extracted or report.skipped)[0]
+    return {"video_id": video_id, "entry": _load_videos(Path(task["cache"]), settings)[video_id]}

@@ -141,12 +141,26 @@ class Library:
 
     def cache(self) -> FrameCache:
         """The keyframe cache, read again whenever its manifest was replaced."""
-        stat = os.stat(self.cache_dir / MANIFEST)
-        stamp = (stat.st_ino, stat.st_mtime_ns)
+        stamp = self.cache_stamp()
         with self._cache_lock:
             if self._cache is None or self._cache[0] != stamp:
                 self._cache = (stamp, open_cache(self.cache_dir))
             return self._cache[1]
+
+    def cache_stamp(self) -> tuple[int, int]:
+        """Identifies the keyframe manifest's current version (it is replaced by rename on every change)."""
+        stat = os.stat(self.cache_dir / MANIFEST)
+        return stat.st_ino, stat.st_mtime_ns
+
+    def cache_added(self, entry: dict, *, before: tuple[int, int]) -> None:
+        """One video was extracted into the cache, whose manifest was at `before`: add its entry to the cache held
+        here rather than parse the whole manifest again (on a large library that holds the interpreter lock for
+        long enough to delay every request). If anything else changed the manifest meanwhile, read it all."""
+        with self._cache_lock:
+            if self._cache is not None and self._cache[0] == before:
+                self._cache = (self.cache_stamp(), self._cache[1].with_entry(entry))
+                return
+        self.cache()
 
 
 _library: Library | None = None

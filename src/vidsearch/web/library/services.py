@@ -159,10 +159,13 @@ def _ingest(job: UploadJob) -> str:
     library = get_library()
     path = uploads_dir() / job.file_name
     _set_status(job, UploadJob.Status.KEYFRAMES)
+    library.cache()  # the cache as it is before this upload, so that its entry can be added to it afterwards
+    before = library.cache_stamp()
     extracted = _in_child(extract_into, {"video": str(path), "cache": str(library.cache_dir)})
     if "error" in extracted:
         raise RuntimeError(f"keyframes: {extracted['error']['code']}: {extracted['error']['message']}")
     video_id = extracted["video_id"]
+    library.cache_added(extracted["entry"], before=before)
     _set_status(job, UploadJob.Status.INDEXING, video_id=video_id)
     captions = [line for line in job.sentences.splitlines() if line.strip()]
     record = VideoRecord(video_id=video_id, source=str(path), captions=captions, split="test",
@@ -170,7 +173,6 @@ def _ingest(job: UploadJob) -> str:
     _in_child(index_into, {"store": str(library.store.path), "records": [record.to_json()]})
     load_captions(records=[record])
     library.refresh()
-    library.cache()  # read the grown keyframe manifest here, not in the next request that shows a thumbnail
     return video_id
 
 
