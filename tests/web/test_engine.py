@@ -77,3 +77,27 @@ def test_an_extracted_video_joins_the_held_cache_unless_the_manifest_changed_oth
     assert "extra" in library.cache().entries and set(cache.entries) < set(library.cache().entries)
     with pytest.raises(CacheFormatError, match="leaves the cache"):
         library.cache_added({**entry, "id": "evil", "frames": ["../../secret.jpg"]}, before=library.cache_stamp())
+
+
+def test_a_replaced_manifest_is_read_beside_the_requests(web_library, tmp_path):
+    """Requests keep the keyframe cache they have while a new manifest is read on another thread; a video only the
+    new manifest knows is looked up at once."""
+    import json
+    import shutil
+
+    cache_dir = tmp_path / "cache"
+    shutil.copytree(engine.Library.open(web_library.store).cache_dir, cache_dir)
+    library = engine.Library.open(web_library.store)
+    library.store.info["frames"] = str(cache_dir)  # this test's own copy of the cache
+    held = library.cache()
+    manifest = json.loads((cache_dir / "manifest.json").read_text())
+    first = next(iter(manifest["videos"]))
+    manifest["videos"]["newcomer"] = {**manifest["videos"][first], "id": "newcomer"}
+    (cache_dir / "manifest.new").write_text(json.dumps(manifest))
+    (cache_dir / "manifest.new").replace(cache_dir / "manifest.json")
+    assert library.cache() is held  # no request waits for the parse
+    assert library.cache_entry("newcomer").id == "newcomer"  # but a video it lacks is found in the new manifest
+    deadline = time.monotonic() + 10
+    while "newcomer" not in library.cache().entries and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert "newcomer" in library.cache().entries

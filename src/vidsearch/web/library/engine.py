@@ -20,7 +20,7 @@ from django.conf import settings
 
 from vidsearch.store.search import Searcher, SearchOptions, SearchResult
 from vidsearch.store.store import Store, StoreError
-from vidsearch.video.cache import MANIFEST, FrameCache, open_cache
+from vidsearch.video.cache import MANIFEST, FrameCache, VideoEntry, open_cache
 
 if TYPE_CHECKING:  # the model's modules import torch: only the server, which loads the model, pays for that
     from vidsearch.model.source import ModelSource
@@ -78,6 +78,8 @@ class Library:
         self._refresh_lock = threading.Lock()
         self._cache_lock = threading.Lock()
         self._cache: tuple[tuple[int, int], FrameCache] | None = None
+        self._ingesting = 0
+        self._cache_reloading = False
 
     @classmethod
     def open(cls, store_dir: str | Path, *, refresh_seconds: float = 1.0) -> Library:
@@ -140,27 +142,70 @@ class Library:
             log.warning("cannot follow the store %s: %s", self.store.path, error)
 
     def cache(self) -> FrameCache:
-        """The keyframe cache, read again whenever its manifest was replaced."""
+        """The keyframe cache as last read.
+
+        When its manifest was replaced, requests go on with the version held while a background thread reads the new
+        one; an upload being ingested adds its own entry instead (`ingesting`, `cache_added`). On a large library,
+        parsing the manifest holds the interpreter lock long enough to delay every request.
+        """
         stamp = self.cache_stamp()
         with self._cache_lock:
-            if self._cache is None or self._cache[0] != stamp:
+            if self._cache is None:
                 self._cache = (stamp, open_cache(self.cache_dir))
+            elif self._cache[0] != stamp and not self._ingesting and not self._cache_reloading:
+                self._cache_reloading = True
+                threading.Thread(target=self._reload_cache_quietly, name="vidsearch-cache", daemon=True).start()
             return self._cache[1]
+
+    def cache_entry(self, video_id: str) -> VideoEntry | None:
+        """A video's keyframe entry; one the held cache does not know yet is looked for in the current manifest."""
+        entry = self.cache().entries.get(video_id)
+        if entry is None and self._cache is not None and self._cache[0] != self.cache_stamp():
+            self._read_cache()
+            entry = self.cache().entries.get(video_id)
+        return entry
 
     def cache_stamp(self) -> tuple[int, int]:
         """Identifies the keyframe manifest's current version (it is replaced by rename on every change)."""
         stat = os.stat(self.cache_dir / MANIFEST)
         return stat.st_ino, stat.st_mtime_ns
 
+    @contextmanager
+    def ingesting(self) -> Iterator[tuple[int, int]]:
+        """Around the extraction of one upload's keyframes: yields the manifest's version before it; meanwhile
+        requests do not read the manifest that the extraction rewrites (the job adds the entry: `cache_added`)."""
+        self.cache()
+        with self._cache_lock:
+            self._ingesting += 1
+        try:
+            yield self.cache_stamp()
+        finally:
+            with self._cache_lock:
+                self._ingesting -= 1
+
     def cache_added(self, entry: dict, *, before: tuple[int, int]) -> None:
         """One video was extracted into the cache, whose manifest was at `before`: add its entry to the cache held
-        here rather than parse the whole manifest again (on a large library that holds the interpreter lock for
-        long enough to delay every request). If anything else changed the manifest meanwhile, read it all."""
+        here rather than parse the whole manifest again. If anything else changed the manifest, read it all."""
         with self._cache_lock:
             if self._cache is not None and self._cache[0] == before:
                 self._cache = (self.cache_stamp(), self._cache[1].with_entry(entry))
                 return
-        self.cache()
+        self._read_cache()
+
+    def _read_cache(self) -> None:
+        stamp = self.cache_stamp()  # taken first: a change during the read is noticed by the next look
+        cache = open_cache(self.cache_dir)
+        with self._cache_lock:
+            self._cache = (stamp, cache)
+
+    def _reload_cache_quietly(self) -> None:
+        try:
+            self._read_cache()
+        except (OSError, ValueError) as error:  # requests keep the cache they have; the next look tries again
+            log.warning("cannot read the keyframe cache %s: %s", self.cache_dir, error)
+        finally:
+            with self._cache_lock:
+                self._cache_reloading = False
 
 
 _library: Library | None = None

@@ -94,7 +94,7 @@ def video_detail(*, video_id: str) -> VideoDetail | None:
     library = get_library()
     store = library.store
     info = store.videos().get(video_id)
-    entry = library.cache().entries.get(video_id)
+    entry = library.cache_entry(video_id)
     if info is None or entry is None:
         return None
     rows = store.rows
@@ -110,7 +110,7 @@ def video_detail(*, video_id: str) -> VideoDetail | None:
 
 def thumbnail_index(*, video_id: str, thumbnail: str | None) -> int:
     """Index of a store row's thumbnail among its video's keyframes (0 when unknown)."""
-    entry = get_library().cache().entries.get(video_id)
+    entry = get_library().cache_entry(video_id)
     if entry is None or thumbnail not in entry.frames:
         return 0
     return entry.frames.index(thumbnail)
@@ -119,7 +119,7 @@ def thumbnail_index(*, video_id: str, thumbnail: str | None) -> int:
 def video_file(*, video_id: str) -> Path | None:
     """The source file of a searchable video, as the keyframe cache recorded it."""
     library = get_library()
-    entry = library.cache().entries.get(video_id)
+    entry = library.cache_entry(video_id)
     if video_id not in library.store.videos() or entry is None or entry.status != "ok":
         return None
     return Path(entry.source)
@@ -128,11 +128,10 @@ def video_file(*, video_id: str) -> Path | None:
 def thumbnail_file(*, video_id: str, index: int) -> Path | None:
     """Keyframe `index` of a searchable video (paths in the cache manifest are checked to stay inside it)."""
     library = get_library()
-    cache = library.cache()
-    entry = cache.entries.get(video_id)
+    entry = library.cache_entry(video_id)
     if video_id not in library.store.videos() or entry is None or not 0 <= index < len(entry.frames):
         return None
-    return cache.frame_path(video_id, index)
+    return library.cache().root / entry.frames[index]
 
 
 def upload_jobs(*, owner_id: int, limit: int = 20) -> list[UploadJob]:

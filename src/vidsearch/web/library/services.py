@@ -159,13 +159,13 @@ def _ingest(job: UploadJob) -> str:
     library = get_library()
     path = uploads_dir() / job.file_name
     _set_status(job, UploadJob.Status.KEYFRAMES)
-    library.cache()  # the cache as it is before this upload, so that its entry can be added to it afterwards
-    before = library.cache_stamp()
-    extracted = _in_child(extract_into, {"video": str(path), "cache": str(library.cache_dir)})
+    with library.ingesting() as before:
+        extracted = _in_child(extract_into, {"video": str(path), "cache": str(library.cache_dir)})
+        if "error" not in extracted:
+            library.cache_added(extracted["entry"], before=before)
     if "error" in extracted:
         raise RuntimeError(f"keyframes: {extracted['error']['code']}: {extracted['error']['message']}")
     video_id = extracted["video_id"]
-    library.cache_added(extracted["entry"], before=before)
     _set_status(job, UploadJob.Status.INDEXING, video_id=video_id)
     captions = [line for line in job.sentences.splitlines() if line.strip()]
     record = VideoRecord(video_id=video_id, source=str(path), captions=captions, split="test",
