@@ -47,3 +47,28 @@ def test_the_shipped_checkpoint_tells_direction_apart(tmp_path):
         total += 1
     print(f"{total} captions: twins {twins / total:.3f}, top hit right {right / total:.3f}")
     assert total >= 20 and twins / total >= 0.95 and right / total >= 0.85
+
+
+def test_retrain_runs_the_recipe_and_skips_finished_stages(tmp_path, monkeypatch, capsys):
+    """`vidsearch demo --retrain` with a miniature recipe of the same shape: a CLIP4Clip stage, then AIM + text."""
+    from vidsearch import demo
+
+    common = ["--batch-size", "8", "--lr", "5e-4", "--twins-in-batch", "--seed", "0", "--workers", "0"]
+    monkeypatch.setattr(demo, "TRAINING_RECIPE", [
+        ["synth", "--out", "library", "--videos", "24", "--seed", "1"],
+        ["frames", "library/videos", "--out", "cache", "--size", "48", "--frames", "4"],
+        ["train", "--data", "library/manifest.jsonl", "--frames", "cache", "--out", "clip4clip", "--mode", "full",
+         "--head", "meanP", "--model", "vidsearch-demo", "--frames-per-video", "4", "--epochs", "1", *common],
+        ["train", "--data", "library/manifest.jsonl", "--frames", "cache", "--out", "aim-text", "--mode", "aim+text",
+         "--init", "clip4clip/epoch-1", "--epochs", "1", *common],
+        ["evaluate", "--checkpoint", "aim-text/best", "--data", "library/manifest.jsonl", "--frames", "cache"],
+    ])
+    monkeypatch.setattr(demo, "TRAINED_CHECKPOINT", "aim-text/best")
+    report = prepare_demo(workdir=tmp_path / "demo", videos=8, retrain=True)
+    assert report.checkpoint == tmp_path / "demo" / "training" / "aim-text" / "best"
+    trained = load_checkpoint(report.checkpoint)
+    assert trained.adapters is not None and Store.open(report.paths.store).fingerprint == trained.fingerprint
+    printed = capsys.readouterr().out
+    assert "R@1" in printed and printed.count("demo: vidsearch ") == 5
+    prepare_demo(workdir=tmp_path / "demo", videos=8, retrain=True)  # synth and both trainings are done: skipped
+    assert capsys.readouterr().out.count("demo: vidsearch ") == 2  # frames (resumable) and evaluate run again

@@ -68,3 +68,17 @@ def test_children_can_run_at_a_lower_priority():
     (plain,) = run_isolated(os.nice, [0], workers=1, timeout_s=30.0)
     (lowered,) = run_isolated(os.nice, [0], workers=1, timeout_s=30.0, nice=5)
     assert plain.result == own and lowered.result == min(19, own + 5)
+
+
+def test_a_long_lived_worker_keeps_its_process_until_a_task_costs_it():
+    from vidsearch.video.workers import IsolatedWorker
+
+    pids = IsolatedWorker(os.readlink, timeout_s=30.0)  # readlink("/proc/self"): the process id of whoever runs it
+    first, second = pids.run("/proc/self"), pids.run("/proc/self")
+    pids.close()
+    assert first.failure is None and first.result == second.result != str(os.getpid())
+    assert pids.run("/proc/self").result not in (first.result, None)  # after close, a fresh process
+    sleeper = IsolatedWorker(time.sleep, timeout_s=1.0)
+    assert sleeper.run(30.0).failure == "timeout" and sleeper.run(0.0).failure is None
+    exits = IsolatedWorker(os._exit, timeout_s=10.0)
+    assert exits.run(3).failure == "crashed" and exits.run(4).failure == "crashed"

@@ -16,7 +16,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -298,6 +298,18 @@ def index_into(task: dict) -> dict:
     info = Store.open(store_dir).info
     source = ModelSource.from_dict(info["model"])
     records = [VideoRecord(**record) for record in task.get("records", [])]
-    report = index_cache(model=source.load(), source=source, cache_dir=info["frames"], store_dir=store_dir,
+    report = index_cache(model=_loaded(source), source=source, cache_dir=info["frames"], store_dir=store_dir,
                          records=records)
     return {"videos_added": report.videos_added, "version": report.version}
+
+
+_models: dict[str, Any] = {}
+
+
+def _loaded(source: ModelSource):
+    """The model of `source`, loaded once per process (a long-lived ingest worker encodes upload after upload)."""
+    key = json.dumps(source.to_dict(), sort_keys=True)
+    if key not in _models:
+        _models.clear()
+        _models[key] = source.load()
+    return _models[key]

@@ -18,6 +18,7 @@ import os
 import select
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
@@ -61,6 +62,42 @@ def run_isolated(fn: Callable[[Any], Any], tasks: Iterable[Any], *, workers: int
     finally:
         for worker in pool:
             _stop(worker)
+
+
+class IsolatedWorker:
+    """One child process that runs fn(task) for task after task, so what it loads (a model, a library) is loaded once.
+
+    The same isolation as `run_isolated`: a task that passes the time limit or kills the child costs that child, and
+    the next task starts a fresh one. Tasks are run one at a time (callers on several threads take turns). The child
+    ends when this process does (its stdin closes) or on `close`.
+    """
+
+    def __init__(self, fn: Callable[[Any], Any], *, timeout_s: float, nice: int = 0):
+        self._start = functools.partial(_start, f"{fn.__module__}:{fn.__qualname__}", nice)
+        self._timeout_s = timeout_s
+        self._worker: _Worker | None = None
+        self._lock = threading.Lock()
+
+    def run(self, task: Any) -> Outcome:
+        with self._lock:
+            if self._worker is None or self._worker.process.poll() is not None:
+                self._worker = self._start()
+            worker = self._worker
+            _assign(worker, iter([task]), self._timeout_s)
+            outcome = None
+            while outcome is None:
+                readable, _, _ = select.select([worker.process.stdout], [], [],
+                                               max(0.0, worker.deadline - time.monotonic()))
+                outcome = _collect(worker) if readable else _expired(worker, self._timeout_s)
+            if outcome.failure in {"timeout", "crashed"}:
+                self._worker = None
+            return outcome
+
+    def close(self) -> None:
+        with self._lock:
+            if self._worker is not None:
+                _stop(self._worker)
+                self._worker = None
 
 
 def _next_outcomes(pool: list[_Worker], busy: list[_Worker], start: Callable[[], _Worker], pending: Iterator[Any],

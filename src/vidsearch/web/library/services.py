@@ -11,9 +11,10 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
@@ -23,7 +24,7 @@ from django.db.models import Count
 from vidsearch.data.manifest import VideoRecord
 from vidsearch.fsutil import fsync_dir
 from vidsearch.video.cache import extract_into
-from vidsearch.video.workers import run_isolated
+from vidsearch.video.workers import IsolatedWorker, run_isolated
 from vidsearch.web.library import jobs
 from vidsearch.web.library.engine import get_library
 from vidsearch.web.library.models import Category, UploadJob, VideoClip
@@ -176,8 +177,15 @@ def _ingest(job: UploadJob) -> str:
     return video_id
 
 
-def _in_child(fn, task: dict) -> dict:
-    outcome = next(run_isolated(fn, [task], workers=1, timeout_s=INGEST_TIMEOUT_S, nice=INGEST_NICE))
+_ingest_workers: dict[Callable, IsolatedWorker] = {}
+_ingest_workers_lock = threading.Lock()
+
+
+def _in_child(fn: Callable[[dict], dict], task: dict) -> dict:
+    """fn(task) in the server's long-lived child process for fn (started on first use; the model stays loaded)."""
+    with _ingest_workers_lock:
+        worker = _ingest_workers.setdefault(fn, IsolatedWorker(fn, timeout_s=INGEST_TIMEOUT_S, nice=INGEST_NICE))
+    outcome = worker.run(task)
     if outcome.failure:
         raise RuntimeError(f"{fn.__name__}: {outcome.failure}: {outcome.detail}")
     return outcome.result
