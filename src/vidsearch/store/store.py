@@ -273,6 +273,8 @@ def _segment_meta(directory: Path, entry: dict[str, Any]) -> dict[str, Any]:
             _meta_cache.move_to_end(key)
             return _meta_cache[key]
     meta = json.loads((directory / entry["file"]).read_bytes())
+    meta["video_info"] = {video_id: VideoInfo(info["category"], tuple(info["captions"]))
+                          for video_id, info in meta["videos"].items()}
     with _meta_cache_lock:
         _meta_cache[key] = meta
         while len(_meta_cache) > _META_CACHE_SIZE:
@@ -309,9 +311,13 @@ def _live_rows(segments: list[_Segment]) -> RowTable:
 def _live_videos(segments: list[_Segment], live_ids: set[str]) -> dict[str, VideoInfo]:
     videos: dict[str, VideoInfo] = {}
     for segment in segments:
-        for video_id, info in segment.meta["videos"].items():
+        infos = segment.meta["video_info"]
+        if not videos and segment.live.all():  # the usual first segment: all of its videos, copied at C speed
+            videos.update(infos)
+            continue
+        for video_id, info in infos.items():
             if video_id in live_ids and video_id not in videos:
-                videos[video_id] = VideoInfo(info["category"], tuple(info["captions"]))
+                videos[video_id] = info
     return videos
 
 
