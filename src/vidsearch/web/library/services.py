@@ -24,7 +24,7 @@ from django.db.models import Count
 from vidsearch.data.manifest import VideoRecord
 from vidsearch.fsutil import fsync_dir
 from vidsearch.video.cache import extract_into
-from vidsearch.video.workers import IsolatedWorker, run_isolated
+from vidsearch.video.workers import IsolatedWorker
 from vidsearch.web.library import jobs
 from vidsearch.web.library.engine import get_library
 from vidsearch.web.library.models import Category, UploadJob, VideoClip
@@ -129,7 +129,7 @@ def _check_upload(path: Path) -> str:
     """The file's suffix by its container, after decoding its first frame in a child process with a time limit."""
     task = {"path": str(path), "max_seconds": 4 * 3600.0}
     timeout = settings.VIDSEARCH_UPLOAD_CHECK_SECONDS
-    outcome = next(run_isolated(check_video, [task], workers=1, timeout_s=timeout, nice=INGEST_NICE))
+    outcome = _worker_for(check_video, timeout).run(task)
     if outcome.failure:
         raise UploadRejected(f"not a usable video: {_reason(outcome.detail)}")
     return outcome.result["suffix"]
@@ -177,15 +177,22 @@ def _ingest(job: UploadJob) -> str:
     return video_id
 
 
-_ingest_workers: dict[Callable, IsolatedWorker] = {}
-_ingest_workers_lock = threading.Lock()
+_workers: dict[tuple[Callable, float], IsolatedWorker] = {}
+_workers_lock = threading.Lock()
+
+
+def _worker_for(fn: Callable[[dict], dict], timeout_s: float) -> IsolatedWorker:
+    """The server's long-lived, niced child process for fn (started on first use): no interpreter start-up per
+    upload, and what it loads (PyAV, the model) stays loaded; a task that times out or crashes costs only that child."""
+    with _workers_lock:
+        key = (fn, timeout_s)
+        if key not in _workers:
+            _workers[key] = IsolatedWorker(fn, timeout_s=timeout_s, nice=INGEST_NICE)
+        return _workers[key]
 
 
 def _in_child(fn: Callable[[dict], dict], task: dict) -> dict:
-    """fn(task) in the server's long-lived child process for fn (started on first use; the model stays loaded)."""
-    with _ingest_workers_lock:
-        worker = _ingest_workers.setdefault(fn, IsolatedWorker(fn, timeout_s=INGEST_TIMEOUT_S, nice=INGEST_NICE))
-    outcome = worker.run(task)
+    outcome = _worker_for(fn, INGEST_TIMEOUT_S).run(task)
     if outcome.failure:
         raise RuntimeError(f"{fn.__name__}: {outcome.failure}: {outcome.detail}")
     return outcome.result
