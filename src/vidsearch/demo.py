@@ -10,7 +10,6 @@ checkpoint's training log and metrics in that directory's RECIPE.md.
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import time
@@ -179,7 +178,3 @@ def held_out_captions(paths: DemoPaths) -> list[tuple[str, str]]:
 
     return [(caption, r.video_id) for r in load_manifest(paths.manifest) if r.split == "test" for caption in r.captions]
 
-
-def shipped_metrics() -> dict:
-    path = SHIPPED_CHECKPOINT / "metrics.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
