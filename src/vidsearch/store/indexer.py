@@ -16,7 +16,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -303,10 +303,10 @@ def index_into(task: dict) -> dict:
     return {"videos_added": report.videos_added, "version": report.version}
 
 
-_models: dict[str, Any] = {}
+_models: dict[str, VideoTextModel] = {}
 
 
-def _loaded(source: ModelSource):
+def _loaded(source: ModelSource) -> VideoTextModel:
     """The model of `source`, loaded once per process (a long-lived ingest worker encodes upload after upload)."""
     key = json.dumps(source.to_dict(), sort_keys=True)
     if key not in _models:
