@@ -3,13 +3,14 @@
 import json
 import os
 import shutil
+import sqlite3
 
 import numpy as np
 import pytest
 
 from vidsearch.cli import main
 from vidsearch.config import FrameConfig
-from vidsearch.video.cache import CacheFormatError, assign_ids, build_cache, open_cache
+from vidsearch.video.cache import CacheFormatError, build_cache, open_cache, open_for_writing
 
 GOOD = ("h264", "vp9", "mjpeg", "vfr", "rotated", "one")
 
@@ -87,8 +88,10 @@ def test_unchanged_videos_are_skipped_and_changed_ones_redone(videos, tmp_path):
 
 def test_colliding_stems_get_stable_numbered_ids(tmp_path):
     a, b, c = tmp_path / "a" / "clip.mp4", tmp_path / "b" / "clip.mp4", tmp_path / "c" / "..mp4"
-    assert assign_ids([a, b, c], {}) == {a: "clip", b: "clip-2", c: "video"}
-    assert assign_ids([a, b], {str(b): "clip"}) == {a: "clip-2", b: "clip"}
+    database = open_for_writing(tmp_path / "cache", FrameConfig(size=16))
+    assert database.assign_ids([b]) == {b: "clip"}
+    assert database.assign_ids([a, b, c]) == {a: "clip-2", b: "clip", c: "video"}
+    assert open_for_writing(tmp_path / "cache", FrameConfig(size=16)).assign_ids([c, a]) == {c: "video", a: "clip-2"}
 
 
 def test_open_cache_refuses_unknown_versions_and_escaping_paths(cache, tmp_path):
@@ -97,10 +100,11 @@ def test_open_cache_refuses_unknown_versions_and_escaping_paths(cache, tmp_path)
         (tmp_path / "manifest.json").write_text(json.dumps({**manifest, **change}))
         with pytest.raises(CacheFormatError, match=message):
             open_cache(tmp_path)
-    manifest["videos"]["h264"]["frames"][0] = "frames/../../secret.jpg"
-    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    shutil.copytree(cache.root, tmp_path / "copy")
+    with sqlite3.connect(tmp_path / "copy" / "videos.sqlite3") as db:
+        db.execute("UPDATE videos SET frames = ? WHERE id = 'h264'", (json.dumps(["frames/../../secret.jpg"]),))
     with pytest.raises(CacheFormatError, match="leaves"):
-        open_cache(tmp_path)
+        open_cache(tmp_path / "copy").read_frames("h264")
 
 
 def test_cli_exit_status_says_whether_any_video_failed(videos, bad_videos, tmp_path, capsys):
