@@ -19,6 +19,7 @@ import fcntl
 import hashlib
 import json
 import logging
+import os
 import tempfile
 import time
 from contextlib import contextmanager, nullcontext
@@ -192,6 +193,7 @@ def _rebuild(model: VideoTextModel, cache: FrameCache, store_dir: str | Path, by
     rows: list[RowMeta] = []
     progress = tqdm(total=len(todo), desc="index (rebuild)", unit="video")
     with tempfile.TemporaryFile(dir=store_dir) as handle:
+        os.posix_fallocate(handle.fileno(), 0, total * model.embed_dim * 4)  # no space: ENOSPC now, not SIGBUS later
         features = np.memmap(handle, dtype=np.float32, mode="w+", shape=(total, model.embed_dim))
         for chunk in _chunks(todo, CHUNK_VIDEOS):
             chunk_features, chunk_rows = _encode_chunk(model, cache, chunk, by_id, batch_size, device, progress)

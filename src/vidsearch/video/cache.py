@@ -236,13 +236,20 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 @contextmanager
 def _transaction(db: sqlite3.Connection) -> Iterator[None]:
-    db.execute("BEGIN IMMEDIATE")
+    """One write transaction; SQLite's "database or disk is full" comes out as OSError(ENOSPC)."""
     try:
-        yield
-    except BaseException:
-        db.execute("ROLLBACK")
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+    except sqlite3.OperationalError as error:
+        if error.sqlite_errorcode == sqlite3.SQLITE_FULL:
+            raise OSError(errno.ENOSPC, f"no space left on the device for the cache database: {error}") from None
         raise
-    db.execute("COMMIT")
 
 
 def _row_of(entry: dict[str, Any]) -> tuple:
@@ -572,7 +579,8 @@ def _extract_all(tasks: list[dict], root: Path, database: CacheDatabase, report:
     outcomes = run_isolated(extract_video, tasks, workers=workers, timeout_s=timeout_s)
     for outcome in tqdm(outcomes, total=len(tasks), desc="keyframes", unit="video", disable=not tasks):
         if outcome.result and "disk_full" in outcome.result:
-            raise OSError(errno.ENOSPC, f"no space left on the device: {outcome.result['disk_full']}")
+            raise OSError(errno.ENOSPC, f"no space left on the device for the keyframes of {outcome.task['source']} "
+                                        f"({outcome.result['disk_full']})")
         # A child that died or timed out stored nothing: its failure is recorded here.
         entry = outcome.result or store_entry(root, database, _failed_entry(outcome.task, outcome.failure,
                                                                            outcome.detail))
@@ -593,22 +601,17 @@ def store_entry(root: Path, database: CacheDatabase, entry: dict[str, Any],
     """Write one video's frames (`jpegs`, for an "ok" entry) and its row, under the cache's lock; returns the entry
     now in the cache. A failure never replaces the frames another writer extracted from the same file (same size
     and mtime); otherwise it removes the video's earlier frames."""
-    try:
-        with cache_lock(root):
-            if entry["status"] == "ok":
-                entry = {**entry, "frames": _write_frames(root, entry["id"], jpegs)}
-            else:
-                existing = database.get(entry["id"])
-                if existing and existing.status == "ok" and (existing.size, existing.mtime) == (entry["size"],
-                                                                                               entry["mtime"]):
-                    return asdict(existing)
-                shutil.rmtree(root / FRAMES_DIR / entry["id"], ignore_errors=True)
-            database.put(entry)
-        return entry
-    except sqlite3.OperationalError as error:
-        if error.sqlite_errorcode == sqlite3.SQLITE_FULL:
-            raise OSError(errno.ENOSPC, f"{database.path}: {error}") from None
-        raise
+    with cache_lock(root):
+        if entry["status"] == "ok":
+            entry = {**entry, "frames": _write_frames(root, entry["id"], jpegs)}
+        else:
+            existing = database.get(entry["id"])
+            if existing and existing.status == "ok" and (existing.size, existing.mtime) == (entry["size"],
+                                                                                           entry["mtime"]):
+                return asdict(existing)
+            shutil.rmtree(root / FRAMES_DIR / entry["id"], ignore_errors=True)
+        database.put(entry)
+    return entry
 
 
 # --- one video, in a worker process -----------------------------------------------------------------------------
@@ -623,7 +626,7 @@ def extract_video(task: dict[str, Any]) -> dict[str, Any]:
         return store_entry(root, CacheDatabase(root / DATABASE), entry, jpegs)
     except OSError as error:
         if error.errno in (errno.ENOSPC, errno.EDQUOT):
-            return {"disk_full": str(error)}
+            return {"disk_full": error.strerror or str(error)}
         raise
 
 
