@@ -154,15 +154,14 @@ def _add_missing(model: VideoTextModel, cache: FrameCache, store_dir: str | Path
                  info: dict, *, batch_size: int, device: str) -> IndexReport:
     """Encode the videos the store lacked when we looked, chunk by chunk; each chunk adds those still missing."""
     todo, report = _plan(cache, store_dir, model.fingerprint, rebuild=False)
-    progress = tqdm(total=len(todo), desc="index", unit="video")
-    for chunk in _chunks(todo, CHUNK_VIDEOS):
-        features, rows = _encode_chunk(model, cache, chunk, by_id, batch_size, device, progress)
-        version, added = add_missing_rows(store_dir, features, rows, fingerprint=model.fingerprint, info=info)
-        report.version = version or report.version
-        report.videos_added += len(added)
-        report.videos_skipped += len(chunk) - len(added)
-        report.rows_added += sum(row.video_id in added for row in rows)
-    progress.close()
+    with tqdm(total=len(todo), desc="index", unit="video") as progress:
+        for chunk in _chunks(todo, CHUNK_VIDEOS):
+            features, rows = _encode_chunk(model, cache, chunk, by_id, batch_size, device, progress)
+            version, added = add_missing_rows(store_dir, features, rows, fingerprint=model.fingerprint, info=info)
+            report.version = version or report.version
+            report.videos_added += len(added)
+            report.videos_skipped += len(chunk) - len(added)
+            report.rows_added += sum(row.video_id in added for row in rows)
     return report
 
 
@@ -191,15 +190,14 @@ def _rebuild(model: VideoTextModel, cache: FrameCache, store_dir: str | Path, by
     if not total:
         return report
     rows: list[RowMeta] = []
-    progress = tqdm(total=len(todo), desc="index (rebuild)", unit="video")
     with tempfile.TemporaryFile(dir=store_dir) as handle:
         os.posix_fallocate(handle.fileno(), 0, total * model.embed_dim * 4)  # no space: ENOSPC now, not SIGBUS later
         features = np.memmap(handle, dtype=np.float32, mode="w+", shape=(total, model.embed_dim))
-        for chunk in _chunks(todo, CHUNK_VIDEOS):
-            chunk_features, chunk_rows = _encode_chunk(model, cache, chunk, by_id, batch_size, device, progress)
-            features[len(rows):len(rows) + len(chunk_rows)] = chunk_features
-            rows += chunk_rows
-        progress.close()
+        with tqdm(total=len(todo), desc="index (rebuild)", unit="video") as progress:
+            for chunk in _chunks(todo, CHUNK_VIDEOS):
+                chunk_features, chunk_rows = _encode_chunk(model, cache, chunk, by_id, batch_size, device, progress)
+                features[len(rows):len(rows) + len(chunk_rows)] = chunk_features
+                rows += chunk_rows
         report.version = feature_store.write(store_dir, {FEATURE: features}, fingerprint=model.fingerprint, rows=rows,
                                              info=info)
         del features

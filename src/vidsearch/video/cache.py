@@ -73,7 +73,7 @@ import shutil
 import sqlite3
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable, Iterator, Mapping, Sequence
@@ -577,14 +577,16 @@ def _task(source: Path, video_id: str, root: Path, config: FrameConfig, limits: 
 def _extract_all(tasks: list[dict], root: Path, database: CacheDatabase, report: BuildReport, *, workers: int,
                  timeout_s: float) -> None:
     outcomes = run_isolated(extract_video, tasks, workers=workers, timeout_s=timeout_s)
-    for outcome in tqdm(outcomes, total=len(tasks), desc="keyframes", unit="video", disable=not tasks):
-        if outcome.result and "disk_full" in outcome.result:
-            raise OSError(errno.ENOSPC, f"no space left on the device for the keyframes of {outcome.task['source']} "
-                                        f"({outcome.result['disk_full']})")
-        # A child that died or timed out stored nothing: its failure is recorded here.
-        entry = outcome.result or store_entry(root, database, _failed_entry(outcome.task, outcome.failure,
-                                                                           outcome.detail))
-        _count(entry, report)
+    with closing(outcomes), tqdm(total=len(tasks), desc="keyframes", unit="video", disable=not tasks) as progress:
+        for outcome in outcomes:
+            if outcome.result and "disk_full" in outcome.result:
+                raise OSError(errno.ENOSPC, f"no space left on the device for the keyframes of "
+                                            f"{outcome.task['source']} ({outcome.result['disk_full']})")
+            # A child that died or timed out stored nothing: its failure is recorded here.
+            entry = outcome.result or store_entry(root, database, _failed_entry(outcome.task, outcome.failure,
+                                                                               outcome.detail))
+            _count(entry, report)
+            progress.update()
 
 
 def _count(entry: dict[str, Any], report: BuildReport) -> None:
