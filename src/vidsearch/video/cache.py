@@ -429,9 +429,8 @@ def _create(root: Path, config: FrameConfig, *, entries: Iterable[dict[str, Any]
         db.execute("PRAGMA journal_mode = WAL")
         db.executescript(_SCHEMA)
         with _transaction(db):
-            rows = [_row_of(entry) for entry in entries]
-            db.executemany(f"INSERT INTO videos VALUES ({', '.join('?' * len(_COLUMNS))})", rows)
-            db.executemany("INSERT INTO ids (id, source) VALUES (?, ?)", [row[:2] for row in rows])
+            db.executemany(f"INSERT INTO videos VALUES ({', '.join('?' * len(_COLUMNS))})", map(_row_of, entries))
+            db.execute("INSERT INTO ids (source, id) SELECT source, id FROM videos")
     finally:
         db.close()
     for stale in (Path(f"{final}-wal"), Path(f"{final}-shm")):  # of a database no manifest refers to
