@@ -64,6 +64,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import hashlib
+import heapq
 import io
 import json
 import logging
@@ -265,7 +266,7 @@ def _entry_of(row: Sequence[Any]) -> VideoEntry:
 
 class _DatabaseEntries(Mapping[str, VideoEntry]):
     """`FrameCache.entries` of a version 2 cache: each lookup reads one row; iterating reads a page at a time.
-    `extra`: entries looked up before the database (one the caller knows was just extracted)."""
+    `extra`: entries that come before the database's (one the caller knows was just extracted)."""
 
     def __init__(self, database: CacheDatabase, extra: Mapping[str, VideoEntry] | None = None):
         self.database = database
@@ -281,22 +282,29 @@ class _DatabaseEntries(Mapping[str, VideoEntry]):
         return isinstance(video_id, str) and self.get(video_id) is not None
 
     def __iter__(self) -> Iterator[str]:
-        return self.database.ids()
+        return (entry.id for entry in self.values())
 
     def __len__(self) -> int:
-        return self.database.count()
+        return self.count(None)
 
     def values(self) -> Iterator[VideoEntry]:  # type: ignore[override]  # one query per page, not one per key
-        return self.database.entries()
+        return self.ok(None)
 
     def items(self) -> Iterator[tuple[str, VideoEntry]]:  # type: ignore[override]
-        return ((entry.id, entry) for entry in self.database.entries())
+        return ((entry.id, entry) for entry in self.values())
 
-    def ok(self) -> Iterator[VideoEntry]:
-        return self.database.entries("ok")
+    def ok(self, status: str | None = "ok") -> Iterator[VideoEntry]:
+        """Entries with `status` (all for None) sorted by id."""
+        extra = [e for e in self._extra_only() if status is None or e.status == status]
+        rows = (self.extra.get(e.id, e) for e in self.database.entries(status))
+        return heapq.merge(rows, extra, key=lambda entry: entry.id) if extra else rows
 
     def count(self, status: str | None) -> int:
-        return self.database.count(status)
+        extra = sum(status is None or e.status == status for e in self._extra_only())
+        return self.database.count(status) + extra
+
+    def _extra_only(self) -> list[VideoEntry]:
+        return sorted((e for e in self.extra.values() if self.database.get(e.id) is None), key=lambda e: e.id)
 
 
 class _JsonEntries(dict):
