@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -154,6 +155,26 @@ def test_a_version_1_cache_is_read_as_it_is_then_migrated_once_by_a_writer(video
     assert migrated.count("ok") == 3 and not list(tmp_path.glob(".videos*"))
 
 
+def test_a_migration_interrupted_midway_changes_nothing(videos, tmp_path, monkeypatch):
+    build_cache([videos["one"]], tmp_path, FrameConfig(size=16), workers=1)
+    expected = _as_version_1(tmp_path)
+    replace = os.replace
+
+    def interrupted_at_the_database(source, target):
+        if Path(target).name == "videos.sqlite3":
+            raise KeyboardInterrupt
+        replace(source, target)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "replace", interrupted_at_the_database)
+        with pytest.raises(KeyboardInterrupt):
+            build_cache([videos["h264"]], tmp_path, FrameConfig(size=16), workers=1)
+    old = open_cache(tmp_path)  # still version 1, all of it
+    assert {entry.id: dataclasses.asdict(entry) for entry in old.entries.values()} == expected
+    report = build_cache([videos["h264"]], tmp_path, FrameConfig(size=16), workers=1)
+    assert report.extracted == ["h264"] and [entry.id for entry in open_cache(tmp_path).ok()] == ["h264", "one"]
+
+
 def test_entries_are_read_by_id_and_new_rows_are_seen_without_reopening(videos, tmp_path):
     build_cache([videos["one"]], tmp_path, FrameConfig(size=16), workers=1)
     cache = open_cache(tmp_path)
@@ -164,6 +185,15 @@ def test_entries_are_read_by_id_and_new_rows_are_seen_without_reopening(videos, 
     assert cache.entry("h264").frames == [f"frames/h264/{i:04d}.jpg" for i in range(4)]
     copy = pickle.loads(pickle.dumps(cache))  # a loader's worker process gets its own connection
     np.testing.assert_array_equal(copy.read_frames("h264"), cache.read_frames("h264"))
+    child = os.fork()
+    if child == 0:  # a forked loader worker reads through a connection of its own
+        code = 1
+        try:
+            code = 0 if cache.entry("one").frames == ["frames/one/0000.jpg"] else 1
+        finally:
+            os._exit(code)
+    assert os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]) == 0
+    assert cache.count() == 2
 
 
 def _build_in_another_process(inputs, out, *extra):

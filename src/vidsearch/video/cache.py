@@ -176,6 +176,8 @@ class CacheDatabase:
     def connection(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
             if self._pid != os.getpid():
+                if self._connection is not None:  # the parent's, copied by a fork: SQLite forbids using or closing it
+                    _INHERITED_CONNECTIONS.append(self._connection)
                 self._connection, self._pid = _connect(self.path), os.getpid()
             yield self._connection
 
@@ -225,6 +227,9 @@ class CacheDatabase:
         with self.connection() as db, _transaction(db):
             db.execute(f"INSERT OR REPLACE INTO videos ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})",
                        _row_of(entry))
+
+
+_INHERITED_CONNECTIONS: list[sqlite3.Connection] = []
 
 
 def _connect(path: Path) -> sqlite3.Connection:
