@@ -9,8 +9,10 @@ the rows and rank 0 publishes them as one version when all have finished.
 Several writers may add to one store at once (`vidsearch index` runs, a web server's uploads): each holds the store's
 ingest lock (`ingest_lock`, an flock on `<store>/.ingest.lock`) while it checks which of its videos are still
 missing and publishes those, so no video's rows are ever added twice. Encoding runs outside the lock, except in a
-rebuild, which holds it from start to end (other writers wait, then add what the rebuilt store lacks). The store records where its model came from and which cache
-its thumbnails live in, so `vidsearch search` and `vidsearch serve` need only `--store`.
+rebuild, which holds it from start to end (other writers wait, then add what the rebuilt store lacks).
+
+The store records where its model came from and which cache its thumbnails live in, so `vidsearch search` and
+`vidsearch serve` need only `--store`.
 """
 
 from __future__ import annotations

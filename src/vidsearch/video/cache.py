@@ -1,6 +1,7 @@
 """The keyframe cache: keyframes picked once, stored as square JPEGs, so training and indexing never decode video.
 
-The thesis (§3.3): caching 224×224 keyframes cut a training step from 5.99 s to 0.41 s and the data from 6.25 GB to 1.87 GB.
+The thesis (§3.3): caching 224×224 keyframes cut a training step from 5.99 s to 0.41 s and the data from 6.25 GB
+to 1.87 GB.
 
 On disk, a cache is a directory:
 
@@ -225,8 +226,7 @@ class CacheDatabase:
     def put(self, entry: dict[str, Any]) -> None:
         """Insert or replace one video's row (call while holding the cache's lock, with its frames in place)."""
         with self.connection() as db, _transaction(db):
-            db.execute(f"INSERT OR REPLACE INTO videos ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})",
-                       _row_of(entry))
+            db.execute(f"INSERT OR REPLACE INTO videos VALUES ({', '.join('?' * len(_COLUMNS))})", _row_of(entry))
 
 
 _INHERITED_CONNECTIONS: list[sqlite3.Connection] = []
