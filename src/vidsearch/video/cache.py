@@ -287,7 +287,8 @@ class _DatabaseEntries(Mapping[str, VideoEntry]):
         return isinstance(video_id, str) and self.get(video_id) is not None
 
     def __iter__(self) -> Iterator[str]:
-        return (entry.id for entry in self.values())
+        extra = [entry.id for entry in self._extra_only()]
+        return heapq.merge(self.database.ids(), extra) if extra else self.database.ids()
 
     def __len__(self) -> int:
         return self.count(None)
