@@ -2,6 +2,8 @@
 
 import errno
 import json
+import subprocess
+import sys
 from collections import Counter
 
 import numpy as np
@@ -183,3 +185,33 @@ def test_a_full_disk_stops_index_with_one_line(library, tmp_path, monkeypatch, c
     assert err.splitlines()[-1] == "vidsearch index: error: No space left on device: free some space, then run it " \
                                    "again" and "Traceback" not in err
     assert not (tmp_path / "store" / "manifest.json").exists()
+
+
+KILLED_REBUILD = """
+import os, sys
+from vidsearch.model.source import ModelSource
+from vidsearch.store import indexer
+
+source, encode, chunks = ModelSource(backbone="vidsearch-tiny", num_frames=4), indexer._encode_chunk, []
+
+def killed_at_the_second_chunk(*args, **kwargs):
+    chunks.append(1)
+    if len(chunks) == 2:
+        os._exit(9)  # no clean-up runs, as under SIGKILL
+    return encode(*args, **kwargs)
+
+indexer.CHUNK_VIDEOS, indexer._encode_chunk = 2, killed_at_the_second_chunk
+indexer.index_cache(model=source.load(), source=source, cache_dir=sys.argv[1], store_dir=sys.argv[2], rebuild=True)
+"""
+
+
+@pytest.mark.slow  # a fresh interpreter loading torch: ~10 s; the failure injected in-process above runs always
+def test_a_killed_rebuild_leaves_the_previous_version_and_no_files(library, tiny_model, tmp_path):
+    root, _ = library
+    index_cache(model=tiny_model, source=TINY, cache_dir=root / "cache", store_dir=tmp_path / "store")
+    files = sorted(p.name for p in (tmp_path / "store").iterdir())
+    killed = subprocess.run([sys.executable, "-c", KILLED_REBUILD, str(root / "cache"), str(tmp_path / "store")],
+                            capture_output=True, text=True, timeout=300)
+    assert killed.returncode == 9, killed.stderr[-2000:]
+    assert Store.open(tmp_path / "store", verify="full").version == 1
+    assert sorted(p.name for p in (tmp_path / "store").iterdir()) == files
