@@ -7,6 +7,7 @@ the parsed arguments into config objects and calls the library. No library logic
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import sys
 from dataclasses import dataclass
@@ -137,8 +138,19 @@ def _frames_run(args: argparse.Namespace) -> int:
                              limits=DecodeLimits(timeout_s=args.timeout))
     except (CacheFormatError, FileNotFoundError, ValueError) as error:
         raise UserError(str(error)) from None
+    except OSError as error:
+        return _disk_full(error, "frames")
     print(report.summary())
-    return 1 if report.failed else 0
+    return 1 if report.failures else 0
+
+
+def _disk_full(error: OSError, command: str) -> int:
+    """No space left: one line and exit status 1 (what the command had finished is kept); other errors go on."""
+    if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+        raise error
+    print(f"vidsearch {command}: error: {error.strerror or error}: free some space, then run it again",
+          file=sys.stderr)
+    return 1
 
 
 def _train_args(parser: argparse.ArgumentParser) -> None:
@@ -319,6 +331,8 @@ def _index_run(args: argparse.Namespace) -> int:
         captions = load_caption_database(store_dir=args.store, manifest=args.data) if args.data else None
     except (ManifestError, WeightsError, StoreError, FileNotFoundError, ValueError, CaptionLoadError) as error:
         raise UserError(str(error)) from None
+    except OSError as error:
+        return _disk_full(error, "index")
     print(f"indexed {report.videos_added} videos ({report.rows_added} rows), {report.videos_skipped} already in the "
           f"store, {report.videos_failed_in_cache} failed in the cache; store version {report.version} "
           f"in {report.seconds:.1f} s")

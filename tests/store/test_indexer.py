@@ -1,16 +1,22 @@
 """`vidsearch index` and `vidsearch search` end to end: synthetic videos → keyframe cache → tiny model → store."""
 
+import errno
 import json
+import subprocess
+import sys
+from collections import Counter
 
 import numpy as np
 import pytest
 import torch
 
+from vidsearch import fsutil
 from vidsearch.cli import main as cli
 from vidsearch.config import FrameConfig
 from vidsearch.data.manifest import load_manifest
 from vidsearch.data.synthetic import generate_library
 from vidsearch.model.source import ModelSource
+from vidsearch.store import indexer
 from vidsearch.store.indexer import encode_rows, index_cache, open_searcher, rows_of
 from vidsearch.store.store import FingerprintMismatch, Store
 from vidsearch.video.cache import build_cache, open_cache
@@ -110,3 +116,102 @@ def test_query_encoder_equals_encode_text_and_restores_threads(tiny_model, threa
         expected = tiny_model.encode_texts(texts).numpy()
     assert got.dtype == np.float32 and torch.get_num_threads() == before
     np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+
+
+def _video_counts(store_dir) -> Counter:
+    store = Store.open(store_dir)
+    return Counter(video for video, start in zip(store.rows.video_id, store.rows.start) if start is None)
+
+
+def test_two_index_runs_at_once_add_each_video_once(library, tiny_model, tmp_path, monkeypatch):
+    """The first run has planned all 6 videos and starts encoding when a second run indexes them from start to end."""
+    root, _ = library
+    encode, others = indexer._encode_chunk, []
+
+    def second_run_first(*args, **kwargs):
+        if not others:
+            others.append("running")
+            others[0] = index_cache(model=tiny_model, source=TINY, cache_dir=root / "cache",
+                                    store_dir=tmp_path / "store")
+        return encode(*args, **kwargs)
+
+    monkeypatch.setattr(indexer, "_encode_chunk", second_run_first)
+    first = index_cache(model=tiny_model, source=TINY, cache_dir=root / "cache", store_dir=tmp_path / "store")
+    assert (others[0].videos_added, others[0].version) == (6, 1)
+    assert (first.videos_added, first.rows_added, first.videos_skipped, first.version) == (0, 0, 6, None)
+    assert _video_counts(tmp_path / "store") == Counter({entry.id: 1 for entry in open_cache(root / "cache").ok()})
+
+
+def test_a_rebuild_that_fails_midway_leaves_the_complete_previous_version(library, tiny_model, tmp_path,
+                                                                          monkeypatch):
+    root, _ = library
+    index_cache(model=tiny_model, source=TINY, cache_dir=root / "cache", store_dir=tmp_path / "store")
+    before, files = Store.open(tmp_path / "store"), sorted(p.name for p in (tmp_path / "store").iterdir())
+    encode, chunks = indexer._encode_chunk, []
+
+    def fail_at_the_second_chunk(*args, **kwargs):
+        chunks.append(1)
+        if len(chunks) == 2:
+            raise RuntimeError("killed after 2 of 6 videos")
+        return encode(*args, **kwargs)
+
+    monkeypatch.setattr(indexer, "CHUNK_VIDEOS", 2)
+    monkeypatch.setattr(indexer, "_encode_chunk", fail_at_the_second_chunk)
+    with pytest.raises(RuntimeError, match="killed after 2"):
+        index_cache(model=tiny_model, source=TINY, cache_dir=root / "cache", store_dir=tmp_path / "store",
+                    rebuild=True)
+    after = Store.open(tmp_path / "store", verify="full")
+    assert (after.version, len(after), after.rows) == (1, 6, before.rows)
+    np.testing.assert_array_equal(after.array("video_feature"), before.array("video_feature"))
+    assert sorted(p.name for p in (tmp_path / "store").iterdir()) == files  # and nothing left behind
+    monkeypatch.setattr(indexer, "_encode_chunk", encode)
+    report = index_cache(model=tiny_model, source=TINY, cache_dir=root / "cache", store_dir=tmp_path / "store",
+                         rebuild=True)
+    assert (report.version, report.videos_added, report.rows_added) == (2, 6, 6)  # 3 chunks, one version
+    np.testing.assert_allclose(Store.open(tmp_path / "store").array("video_feature"),
+                               before.array("video_feature"), rtol=0, atol=1e-6)
+
+
+def test_a_full_disk_stops_index_with_one_line(library, tmp_path, monkeypatch, capsys):
+    root, _ = library
+
+    def disk_full(*_):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(fsutil, "write_all", disk_full)
+    assert cli(["index", "--model", "vidsearch-tiny", "--random-weights", "--frames", str(root / "cache"),
+                "--store", str(tmp_path / "store")]) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1] == "vidsearch index: error: No space left on device: free some space, then run it " \
+                                   "again" and "Traceback" not in err
+    assert not (tmp_path / "store" / "manifest.json").exists()
+
+
+KILLED_REBUILD = """
+import os, sys
+from vidsearch.model.source import ModelSource
+from vidsearch.store import indexer
+
+source, encode, chunks = ModelSource(backbone="vidsearch-tiny", num_frames=4), indexer._encode_chunk, []
+
+def killed_at_the_second_chunk(*args, **kwargs):
+    chunks.append(1)
+    if len(chunks) == 2:
+        os._exit(9)  # no clean-up runs, as under SIGKILL
+    return encode(*args, **kwargs)
+
+indexer.CHUNK_VIDEOS, indexer._encode_chunk = 2, killed_at_the_second_chunk
+indexer.index_cache(model=source.load(), source=source, cache_dir=sys.argv[1], store_dir=sys.argv[2], rebuild=True)
+"""
+
+
+@pytest.mark.slow  # a fresh interpreter loading torch: ~10 s; the failure injected in-process above runs always
+def test_a_killed_rebuild_leaves_the_previous_version_and_no_files(library, tiny_model, tmp_path):
+    root, _ = library
+    index_cache(model=tiny_model, source=TINY, cache_dir=root / "cache", store_dir=tmp_path / "store")
+    files = sorted(p.name for p in (tmp_path / "store").iterdir())
+    killed = subprocess.run([sys.executable, "-c", KILLED_REBUILD, str(root / "cache"), str(tmp_path / "store")],
+                            capture_output=True, text=True, timeout=300)
+    assert killed.returncode == 9, killed.stderr[-2000:]
+    assert Store.open(tmp_path / "store", verify="full").version == 1
+    assert sorted(p.name for p in (tmp_path / "store").iterdir()) == files

@@ -10,6 +10,7 @@ import pytest
 from vidsearch.config import FrameConfig
 from vidsearch.data.synthetic import generate_library
 from vidsearch.model.source import ModelSource
+from vidsearch.store import indexer
 from vidsearch.store.indexer import index_cache, index_cache_sharded
 from vidsearch.store.store import Store
 from vidsearch.video.cache import build_cache
@@ -80,3 +81,19 @@ def test_alone_it_publishes_one_version_with_the_features_of_index_cache(library
     one, expected = Store.open(tmp_path / "one"), Store.open(tmp_path / "chunked")
     assert _rows(one) == _rows(expected)
     np.testing.assert_allclose(one.array("video_feature"), expected.array("video_feature"), rtol=0, atol=1e-6)
+
+
+def test_videos_another_writer_added_meanwhile_are_not_added_again(library, tmp_path, monkeypatch):
+    """The sharded index has planned all 4 videos; while it encodes them, `index_cache` adds them all."""
+    root, _ = library
+    model, encode = SOURCE.load(), indexer._encode_across_ranks
+
+    def another_writer_first(*args, **kwargs):
+        index_cache(model=model, source=SOURCE, cache_dir=root / "cache", store_dir=tmp_path / "store")
+        return encode(*args, **kwargs)
+
+    monkeypatch.setattr(indexer, "_encode_across_ranks", another_writer_first)
+    report = index_cache_sharded(model=model, source=SOURCE, cache_dir=root / "cache", store_dir=tmp_path / "store")
+    assert (report.version, report.videos_added, report.rows_added, report.videos_skipped) == (None, 0, 0, 4)
+    store = Store.open(tmp_path / "store")
+    assert (store.version, len(store)) == (1, 8) and sorted(set(store.rows.video_id)) == sorted(store.videos())

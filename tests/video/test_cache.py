@@ -1,15 +1,26 @@
 """The keyframe cache: building (in worker processes), the manifest, moments, resuming and the reading API."""
 
+import dataclasses
+import errno
+import hashlib
 import json
 import os
+import pickle
 import shutil
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from vidsearch.cli import main
 from vidsearch.config import FrameConfig
-from vidsearch.video.cache import CacheFormatError, assign_ids, build_cache, open_cache
+from vidsearch.video import cache as cache_module
+from vidsearch.video.cache import CacheFormatError, build_cache, open_cache, open_for_writing
+from vidsearch.video.workers import Outcome
 
 GOOD = ("h264", "vp9", "mjpeg", "vfr", "rotated", "one")
 
@@ -87,8 +98,10 @@ def test_unchanged_videos_are_skipped_and_changed_ones_redone(videos, tmp_path):
 
 def test_colliding_stems_get_stable_numbered_ids(tmp_path):
     a, b, c = tmp_path / "a" / "clip.mp4", tmp_path / "b" / "clip.mp4", tmp_path / "c" / "..mp4"
-    assert assign_ids([a, b, c], {}) == {a: "clip", b: "clip-2", c: "video"}
-    assert assign_ids([a, b], {str(b): "clip"}) == {a: "clip-2", b: "clip"}
+    database = open_for_writing(tmp_path / "cache", FrameConfig(size=16))
+    assert database.assign_ids([b]) == {b: "clip"}
+    assert database.assign_ids([a, b, c]) == {a: "clip-2", b: "clip", c: "video"}
+    assert open_for_writing(tmp_path / "cache", FrameConfig(size=16)).assign_ids([c, a]) == {c: "video", a: "clip-2"}
 
 
 def test_open_cache_refuses_unknown_versions_and_escaping_paths(cache, tmp_path):
@@ -97,10 +110,11 @@ def test_open_cache_refuses_unknown_versions_and_escaping_paths(cache, tmp_path)
         (tmp_path / "manifest.json").write_text(json.dumps({**manifest, **change}))
         with pytest.raises(CacheFormatError, match=message):
             open_cache(tmp_path)
-    manifest["videos"]["h264"]["frames"][0] = "frames/../../secret.jpg"
-    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    shutil.copytree(cache.root, tmp_path / "copy")
+    with sqlite3.connect(tmp_path / "copy" / "videos.sqlite3") as db:
+        db.execute("UPDATE videos SET frames = ? WHERE id = 'h264'", (json.dumps(["frames/../../secret.jpg"]),))
     with pytest.raises(CacheFormatError, match="leaves"):
-        open_cache(tmp_path)
+        open_cache(tmp_path / "copy").read_frames("h264")
 
 
 def test_cli_exit_status_says_whether_any_video_failed(videos, bad_videos, tmp_path, capsys):
@@ -109,3 +123,167 @@ def test_cli_exit_status_says_whether_any_video_failed(videos, bad_videos, tmp_p
                  "--size", "16", "--workers", "1"]) == 1
     assert "failed text" in capsys.readouterr().out
     assert main(["frames", "http://example.com/v.mp4", "--out", str(tmp_path / "url")]) == 2
+
+
+# --- scale, concurrent writers and hostile inputs ------------------------------------------------------------------
+
+
+def _as_version_1(cache_dir):
+    """Rewrite a cache as version 1 wrote it: every entry in manifest.json, no database."""
+    cache = open_cache(cache_dir)
+    videos = {entry.id: dataclasses.asdict(entry) for entry in cache.entries.values()}
+    manifest = {"format": "vidsearch.keyframes", "version": 1, "vidsearch": "0.1.0",
+                "settings": json.loads((cache_dir / "manifest.json").read_text())["settings"], "videos": videos}
+    for name in ("videos.sqlite3", "videos.sqlite3-wal", "videos.sqlite3-shm"):
+        (cache_dir / name).unlink(missing_ok=True)
+    (cache_dir / "manifest.json").write_text(json.dumps(manifest))
+    return videos
+
+
+def test_a_version_1_cache_is_read_as_it_is_then_migrated_once_by_a_writer(videos, tmp_path):
+    sources = [videos["h264"], videos["one"]]
+    build_cache(sources, tmp_path, FrameConfig(size=16), workers=1)
+    expected = _as_version_1(tmp_path)
+    old = open_cache(tmp_path)
+    assert {entry.id: dataclasses.asdict(entry) for entry in old.ok()} == expected
+    assert old.count() == 2 and old.read_frames("h264").shape == (4, 16, 16, 3)
+    report = build_cache([*sources, videos["vp9"]], tmp_path, FrameConfig(size=16), workers=1)
+    assert (sorted(report.skipped), report.extracted) == (["h264", "one"], ["vp9"])
+    assert json.loads((tmp_path / "manifest.json").read_text())["version"] == 2
+    migrated = open_cache(tmp_path)
+    assert {entry.id: dataclasses.asdict(entry) for entry in migrated.ok() if entry.id != "vp9"} == expected
+    assert migrated.count("ok") == 3 and not list(tmp_path.glob(".videos*"))
+
+
+def test_a_migration_interrupted_midway_changes_nothing(videos, tmp_path, monkeypatch):
+    build_cache([videos["one"]], tmp_path, FrameConfig(size=16), workers=1)
+    expected = _as_version_1(tmp_path)
+    replace = os.replace
+
+    def interrupted_at_the_database(source, target):
+        if Path(target).name == "videos.sqlite3":
+            raise KeyboardInterrupt
+        replace(source, target)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "replace", interrupted_at_the_database)
+        with pytest.raises(KeyboardInterrupt):
+            build_cache([videos["h264"]], tmp_path, FrameConfig(size=16), workers=1)
+    old = open_cache(tmp_path)  # still version 1, all of it
+    assert {entry.id: dataclasses.asdict(entry) for entry in old.entries.values()} == expected
+    report = build_cache([videos["h264"]], tmp_path, FrameConfig(size=16), workers=1)
+    assert report.extracted == ["h264"] and [entry.id for entry in open_cache(tmp_path).ok()] == ["h264", "one"]
+
+
+def test_entries_are_read_by_id_and_new_rows_are_seen_without_reopening(videos, tmp_path):
+    build_cache([videos["one"]], tmp_path, FrameConfig(size=16), workers=1)
+    cache = open_cache(tmp_path)
+    assert isinstance(cache.entries, Mapping) and not isinstance(cache.entries, dict)
+    assert list(cache.entries) == ["one"] and "h264" not in cache.entries and cache.entries.get("h264") is None
+    build_cache([videos["h264"]], tmp_path, FrameConfig(size=16), workers=1)
+    assert [entry.id for entry in cache.ok()] == ["h264", "one"] and len(cache.entries) == cache.count("ok") == 2
+    assert cache.entry("h264").frames == [f"frames/h264/{i:04d}.jpg" for i in range(4)]
+    copy = pickle.loads(pickle.dumps(cache))  # a loader's worker process gets its own connection
+    np.testing.assert_array_equal(copy.read_frames("h264"), cache.read_frames("h264"))
+    child = os.fork()
+    if child == 0:  # a forked loader worker reads through a connection of its own
+        code = 1
+        try:
+            code = 0 if cache.entry("one").frames == ["frames/one/0000.jpg"] else 1
+        finally:
+            os._exit(code)
+    assert os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]) == 0
+    assert cache.count() == 2
+
+
+def _build_in_another_process(inputs, out, *extra):
+    return subprocess.run([sys.executable, "-m", "vidsearch", "frames", *map(str, inputs), "--out", str(out),
+                           "--size", "16", "--workers", "1", *extra], capture_output=True, text=True, timeout=300)
+
+
+def test_two_builds_at_once_into_one_cache_keep_every_video(videos, tmp_path, monkeypatch):
+    """One build has named its videos and starts extracting when another build runs from start to end; then the
+    first one finishes. Disjoint inputs, two of them with the same file name: every video ends in the cache."""
+    mine, theirs = tmp_path / "a" / "clip.mp4", tmp_path / "b" / "clip.mp4"
+    for path, name in [(mine, "h264"), (theirs, "vp9"), (tmp_path / "b" / "other.mp4", "one")]:
+        path.parent.mkdir(exist_ok=True)
+        shutil.copy(videos[name], path)
+    other = []
+    real_run = cache_module.run_isolated
+
+    def run_after_the_other_build(*args, **kwargs):
+        other.append(_build_in_another_process([tmp_path / "b"], tmp_path / "cache"))
+        return real_run(*args, **kwargs)
+
+    monkeypatch.setattr(cache_module, "run_isolated", run_after_the_other_build)
+    report = build_cache([mine], tmp_path / "cache", FrameConfig(size=16), workers=1)
+    assert other[0].returncode == 0, other[0].stderr[-2000:]
+    assert report.extracted == ["clip"]
+    cache = open_cache(tmp_path / "cache")
+    by_source = {entry.source: entry.id for entry in cache.ok()}
+    assert by_source == {str(mine): "clip", str(theirs): "clip-2", str(tmp_path / "b" / "other.mp4"): "other"}
+    build_cache(list(by_source), tmp_path / "alone", FrameConfig(size=16), workers=2)  # one build, the same ids
+    alone = open_cache(tmp_path / "alone")
+    for video_id in by_source.values():  # each id's frames are its own file's
+        np.testing.assert_array_equal(cache.read_frames(video_id), alone.read_frames(video_id))
+
+
+def test_a_build_with_other_settings_is_refused_while_another_runs(videos, tmp_path, monkeypatch):
+    other = []
+    real_run = cache_module.run_isolated
+
+    def run_after_the_other_build(*args, **kwargs):
+        other.append(_build_in_another_process([videos["one"]], tmp_path, "--frames", "3"))
+        return real_run(*args, **kwargs)
+
+    monkeypatch.setattr(cache_module, "run_isolated", run_after_the_other_build)
+    build_cache([videos["h264"]], tmp_path, FrameConfig(size=16), workers=1)
+    assert other[0].returncode == 2 and "other settings" in other[0].stderr
+    assert [entry.id for entry in open_cache(tmp_path).ok()] == ["h264"]
+
+
+def test_a_250_character_file_name_gets_a_bounded_id(videos, tmp_path):
+    long = tmp_path / "in" / ("a" * 250 + ".mp4")  # 254 bytes: as long as a file name may be
+    long.parent.mkdir()
+    shutil.copy(videos["one"], long)
+    report = build_cache([long], tmp_path / "cache", FrameConfig(size=16), workers=1)
+    assert not report.failed, report.summary()
+    (video_id,) = report.extracted
+    digest = hashlib.sha256(long.stem.encode()).hexdigest()[:12]
+    assert video_id == "a" * (96 - 13) + "-" + digest and len(video_id.encode()) == 96
+    assert open_cache(tmp_path / "cache").read_frames(video_id).shape[1:] == (16, 16, 3)
+
+
+def test_an_unreadable_subdirectory_is_reported_and_counted_as_a_failure(videos, tmp_path, monkeypatch, capsys):
+    (tmp_path / "in" / "locked").mkdir(parents=True)
+    shutil.copy(videos["one"], tmp_path / "in" / "one.mp4")
+    shutil.copy(videos["h264"], tmp_path / "in" / "locked" / "h264.mp4")
+    scandir = os.scandir
+
+    def refuse_locked(path="."):  # what scandir does without read permission (tests may run as root)
+        if os.fspath(path).endswith("locked"):
+            raise PermissionError(errno.EACCES, "Permission denied", os.fspath(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refuse_locked)
+    assert main(["frames", str(tmp_path / "in"), "--out", str(tmp_path / "cache"), "--size", "16",
+                 "--workers", "1"]) == 1
+    out = capsys.readouterr().out
+    assert "1 extracted" in out and "1 failed" in out
+    assert f"unreadable {tmp_path / 'in' / 'locked'}: Permission denied" in out
+
+
+def test_a_full_disk_stops_frames_with_one_line(videos, tmp_path, monkeypatch, capsys):
+    def in_this_process(fn, tasks, **_):  # so that the injected error reaches the worker's code
+        return (Outcome(task, result=fn(task)) for task in tasks)
+
+    def disk_full(*_):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(cache_module, "run_isolated", in_this_process)
+    monkeypatch.setattr(cache_module, "_write_frames", disk_full)
+    assert main(["frames", str(videos["one"]), "--out", str(tmp_path), "--size", "16"]) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1].startswith("vidsearch frames: error: no space left on the device for the keyframes "
+                                           f"of {videos['one']} (No space left on device)") and "Traceback" not in err
+    assert open_cache(tmp_path).count() == 0  # the video is not marked failed: it was never extracted

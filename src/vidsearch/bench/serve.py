@@ -103,7 +103,7 @@ def _write_cache_manifest(root: Path, ids: list[str]) -> None:
              "duration": 8.0, "fps": 4.0, "width": 96, "height": 96, "timestamps": [0.0], "moments": []}
     videos = {video_id: {**entry, "id": video_id, "frames": [f"{cache.FRAMES_DIR}/{video_id}/0000.jpg"]}
               for video_id in ids}
-    manifest = {"format": cache.FORMAT, "version": cache.VERSION, "vidsearch": __version__,
+    manifest = {"format": cache.FORMAT, "version": 1, "vidsearch": __version__,  # version 1: entries inline
                 "settings": to_dict(FrameConfig()), "videos": videos}
     atomic_write_text(root / cache.MANIFEST, json.dumps(manifest))
 

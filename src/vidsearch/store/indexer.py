@@ -2,18 +2,29 @@
 
 One row per moment for videos cut into moments, one row per video otherwise. Videos already in the store are
 skipped, so an interrupted run resumes and a grown library is indexed incrementally; rows are published in chunks,
-each chunk one atomic store version. Under torchrun (`index_cache_sharded`) the ranks share the rows and rank 0
-publishes them as one version when all have finished. The store records where its model came from and which cache
-its thumbnails live in, so `vidsearch search` and `vidsearch serve` need only `--store`.
+each chunk one atomic store version. A rebuild publishes once, at the end: until then readers keep the previous
+version, and a rebuild that is interrupted leaves it as it was. Under torchrun (`index_cache_sharded`) the ranks share
+the rows and rank 0 publishes them as one version when all have finished.
+
+Several writers may add to one store at once (`vidsearch index` runs, a web server's uploads): each holds the store's
+ingest lock (`ingest_lock`, an flock on `<store>/.ingest.lock`) while it checks which of its videos are still
+missing and publishes those, so no video's rows are ever added twice. Encoding runs outside the lock, except in a
+rebuild, which holds it from start to end (other writers wait, then add what the rebuilt store lacks).
+
+The store records where its model came from and which cache its thumbnails live in, so `vidsearch search` and
+`vidsearch serve` need only `--store`.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
+import os
+import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -37,6 +48,7 @@ log = logging.getLogger(__name__)
 
 FEATURE = "video_feature"
 CHUNK_VIDEOS = 256
+INGEST_LOCK = ".ingest.lock"
 
 
 @dataclass(frozen=True)
@@ -118,29 +130,95 @@ def index_cache(
     """Encode every cached video not yet in the store and add it; `rebuild` starts the store afresh."""
     started = time.perf_counter()
     cache = open_cache(cache_dir)
-    todo, report = _plan(cache, store_dir, model.fingerprint, rebuild=rebuild)
     info = _store_info(source, cache_dir)
     by_id = {record.video_id: record for record in records}
     model = model.to(device).eval()
-    progress = tqdm(total=len(todo), desc="index", unit="video")
-    for number, chunk in enumerate(_chunks(todo, CHUNK_VIDEOS)):
-        features, rows = _encode_chunk(model, cache, chunk, by_id, batch_size, device, progress)
-        publish = feature_store.write if rebuild and number == 0 else feature_store.add
-        report.version = publish(store_dir, {FEATURE: features}, fingerprint=model.fingerprint, rows=rows, info=info)
-        report.videos_added += len(chunk)
-        report.rows_added += len(rows)
-    progress.close()
+    if rebuild:
+        with ingest_lock(store_dir):
+            report = _rebuild(model, cache, store_dir, by_id, info, batch_size=batch_size, device=device)
+    else:
+        report = _add_missing(model, cache, store_dir, by_id, info, batch_size=batch_size, device=device)
     report.seconds = time.perf_counter() - started
+    return report
+
+
+@contextmanager
+def ingest_lock(store_dir: str | Path) -> Iterator[None]:
+    """Held by whoever decides which videos a store lacks and adds their rows (see the module docstring)."""
+    directory = Path(store_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / INGEST_LOCK, "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def _add_missing(model: VideoTextModel, cache: FrameCache, store_dir: str | Path, by_id: dict[str, VideoRecord],
+                 info: dict, *, batch_size: int, device: str) -> IndexReport:
+    """Encode the videos the store lacked when we looked, chunk by chunk; each chunk adds those still missing."""
+    todo, report = _plan(cache, store_dir, model.fingerprint, rebuild=False)
+    with tqdm(total=len(todo), desc="index", unit="video") as progress:
+        for chunk in _chunks(todo, CHUNK_VIDEOS):
+            features, rows = _encode_chunk(model, cache, chunk, by_id, batch_size, device, progress)
+            version, added = add_missing_rows(store_dir, features, rows, fingerprint=model.fingerprint, info=info)
+            report.version = version or report.version
+            report.videos_added += len(added)
+            report.videos_skipped += len(chunk) - len(added)
+            report.rows_added += sum(row.video_id in added for row in rows)
+    return report
+
+
+def add_missing_rows(store_dir: str | Path, features: np.ndarray, rows: Sequence[RowMeta], *, fingerprint: str,
+                     info: dict) -> tuple[int | None, set[str]]:
+    """Under the ingest lock, add the rows of the videos the store does not hold (another writer may have added some
+    since they were planned); returns the published version (None: nothing was new) and the videos added."""
+    with ingest_lock(store_dir):
+        present = _videos_in_store(store_dir, fingerprint)
+        keep = np.array([row.video_id not in present for row in rows], dtype=bool)
+        if not keep.any():
+            return None, set()
+        kept = [row for row, new in zip(rows, keep) if new]
+        version = feature_store.add(store_dir, {FEATURE: features[keep]}, fingerprint=fingerprint, rows=kept,
+                                    info=info)
+    return version, {row.video_id for row in kept}
+
+
+def _rebuild(model: VideoTextModel, cache: FrameCache, store_dir: str | Path, by_id: dict[str, VideoRecord],
+             info: dict, *, batch_size: int, device: str) -> IndexReport:
+    """Every cached video encoded into an unnamed temporary file beside the store, then published as one version.
+
+    The features go to disk, not memory, chunk by chunk; the file has no name, so a killed rebuild leaves nothing."""
+    todo, report = _plan(cache, store_dir, model.fingerprint, rebuild=True)
+    total = sum(len(rows_of(entry)) for entry in todo)
+    if not total:
+        return report
+    rows: list[RowMeta] = []
+    with tempfile.TemporaryFile(dir=store_dir) as handle:
+        os.posix_fallocate(handle.fileno(), 0, total * model.embed_dim * 4)  # no space: ENOSPC now, not SIGBUS later
+        features = np.memmap(handle, dtype=np.float32, mode="w+", shape=(total, model.embed_dim))
+        with tqdm(total=len(todo), desc="index (rebuild)", unit="video") as progress:
+            for chunk in _chunks(todo, CHUNK_VIDEOS):
+                chunk_features, chunk_rows = _encode_chunk(model, cache, chunk, by_id, batch_size, device, progress)
+                features[len(rows):len(rows) + len(chunk_rows)] = chunk_features
+                rows += chunk_rows
+        report.version = feature_store.write(store_dir, {FEATURE: features}, fingerprint=model.fingerprint, rows=rows,
+                                             info=info)
+        del features
+    report.videos_added, report.rows_added = len(todo), len(rows)
     return report
 
 
 def _plan(cache: FrameCache, store_dir: str | Path, fingerprint: str, *,
           rebuild: bool) -> tuple[list[VideoEntry], IndexReport]:
     """The cached videos to encode (those not in the store yet, or all for a rebuild) and a report counting the rest."""
-    report = IndexReport(videos_failed_in_cache=sum(e.status != "ok" for e in cache.entries.values()))
+    report = IndexReport(videos_failed_in_cache=cache.count() - cache.count("ok"))
     present = set() if rebuild else _videos_in_store(store_dir, fingerprint)
-    todo = [entry for entry in cache.ok() if entry.id not in present]
-    report.videos_skipped = len(cache.ok()) - len(todo)
+    todo, skipped = [], 0
+    for entry in cache.ok():
+        if entry.id in present:
+            skipped += 1
+        else:
+            todo.append(entry)
+    report.videos_skipped = skipped
     return todo, report
 
 
@@ -167,7 +245,7 @@ def _encode_chunk(model: VideoTextModel, cache: FrameCache, entries: list[VideoE
     specs = [spec for entry in entries for spec in rows_of(entry)]
     features = [encode_rows(model, cache, specs[i:i + batch_size], device) for i in range(0, len(specs), batch_size)]
     progress.update(len(entries))
-    rows = [_row_meta(spec, cache.entries[spec.video_id], by_id.get(spec.video_id)) for spec in specs]
+    rows = [_row_meta(spec, cache.entry(spec.video_id), by_id.get(spec.video_id)) for spec in specs]
     return np.concatenate(features).astype(np.float32), rows
 
 
@@ -187,28 +265,45 @@ def index_cache_sharded(
     Every rank plans the same rows (checked), encodes a contiguous share of each chunk of them, and sends its
     features to rank 0 over the process group (`device` "cuda…": each rank on its local GPU with nccl; else gloo).
     Nothing touches the store before every rank has sent its last features, so a rank that dies (torchrun then
-    stops the others) leaves the previous version as it was. Rank 0 holds all new features in memory until then.
+    stops the others) leaves the previous version as it was. Rank 0 holds all new features in memory until then;
+    it publishes under the ingest lock (a rebuild holds it throughout), adding only the videos still missing then.
     Only rank 0's report has a `version`. Alone (no torchrun) it runs as one rank and still publishes one version.
     """
     started = time.perf_counter()
     rank, world, torch_device = setup_distributed(cuda=device.startswith("cuda"))
     cache = open_cache(cache_dir)
-    todo, report = _plan(cache, store_dir, model.fingerprint, rebuild=rebuild)
-    specs = [spec for entry in todo for spec in rows_of(entry)]
-    _check_same_rows(specs, torch_device, world=world)
-    model = model.to(torch_device).eval()
-    features = _encode_across_ranks(model, cache, specs, batch_size=batch_size, device=torch_device, rank=rank,
-                                    world=world)
-    if rank == 0 and specs:
-        by_id = {record.video_id: record for record in records}
-        rows = [_row_meta(spec, cache.entries[spec.video_id], by_id.get(spec.video_id)) for spec in specs]
-        publish = feature_store.write if rebuild else feature_store.add
-        report.version = publish(store_dir, {FEATURE: features}, fingerprint=model.fingerprint, rows=rows,
-                                 info=_store_info(source, cache_dir))
-    report.videos_added, report.rows_added = len(todo), len(specs)
+    with ingest_lock(store_dir) if rebuild and rank == 0 else nullcontext():
+        todo, report = _plan(cache, store_dir, model.fingerprint, rebuild=rebuild)
+        specs = [spec for entry in todo for spec in rows_of(entry)]
+        _check_same_rows(specs, torch_device, world=world)
+        model = model.to(torch_device).eval()
+        features = _encode_across_ranks(model, cache, specs, batch_size=batch_size, device=torch_device, rank=rank,
+                                        world=world)
+        report.videos_added, report.rows_added = len(todo), len(specs)
+        if rank == 0 and specs:
+            _publish_ranks(report, features, _rows_of_specs(cache, specs, records), store_dir, rebuild=rebuild,
+                           fingerprint=model.fingerprint, info=_store_info(source, cache_dir))
     shutdown_distributed()
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _rows_of_specs(cache: FrameCache, specs: list[RowSpec], records: Sequence[VideoRecord]) -> list[RowMeta]:
+    by_id = {record.video_id: record for record in records}
+    return [_row_meta(spec, cache.entries[spec.video_id], by_id.get(spec.video_id)) for spec in specs]
+
+
+def _publish_ranks(report: IndexReport, features: np.ndarray, rows: list[RowMeta], store_dir: str | Path, *,
+                   rebuild: bool, fingerprint: str, info: dict) -> None:
+    """Rank 0: a rebuild (ingest lock already held) replaces the store; else the videos still missing are added."""
+    if rebuild:
+        report.version = feature_store.write(store_dir, {FEATURE: features}, fingerprint=fingerprint, rows=rows,
+                                             info=info)
+        return
+    planned = report.videos_added
+    report.version, added = add_missing_rows(store_dir, features, rows, fingerprint=fingerprint, info=info)
+    report.videos_added, report.rows_added = len(added), sum(row.video_id in added for row in rows)
+    report.videos_skipped += planned - len(added)
 
 
 def _check_same_rows(specs: list[RowSpec], device: torch.device, *, world: int) -> None:

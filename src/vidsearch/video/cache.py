@@ -1,56 +1,84 @@
 """The keyframe cache: keyframes picked once, stored as square JPEGs, so training and indexing never decode video.
 
-Seed §3.3: caching 224×224 keyframes cut a training step from 5.99 s to 0.41 s and the data from 6.25 GB to 1.87 GB.
+The thesis (§3.3): caching 224×224 keyframes cut a training step from 5.99 s to 0.41 s and the data from 6.25 GB
+to 1.87 GB.
 
 On disk, a cache is a directory:
 
-    manifest.json                 this format, the settings, one entry per video
+    manifest.json                 format, version and the settings; written once, when the cache is created
+    videos.sqlite3                one row per video (SQLite, WAL mode), see below
+    .lock                         writers hold an exclusive flock on it while they change the cache (briefly)
     frames/<video id>/0000.jpg    keyframes, short side scaled to `size` (bicubic), centre-cropped square, upright
 
-`manifest.json` (written atomically, and every few seconds while building, so an interrupted run resumes):
+`manifest.json`:
 
-    {"format": "vidsearch.keyframes", "version": 1, "vidsearch": "0.1.0",
-     "settings": {FrameConfig fields: sampler, frames, size, fps, jpeg_quality, segment_seconds, scenes, ...},
-     "videos": {"<id>": {
-        "id": "video7",                  file stem; a colliding stem gets "-2", "-3", ... (sorted by path, stable
-                                         across runs since ids already in the manifest are kept)
-        "source": "/abs/path/video7.mp4", "size": 1234567, "mtime": 1700000000.0,
-        "status": "ok" | "failed",     "error": null | {"code": "truncated", "message": "..."},
-        "duration": 15.0, "fps": 30.0, "width": 640, "height": 360,     (source, as displayed; null if failed)
-        "timestamps": [0.0, 1.0, ...],   seconds from the first frame, one per keyframe, increasing
-        "frames": ["frames/video7/0000.jpg", ...],   relative to the cache directory
-        "moments": [{"start": 0.0, "end": 10.0, "frames": [0, 1, 2]}, ...]   indices into "frames"; [] unless
-                                         built with segment_seconds or scenes}}}
+    {"format": "vidsearch.keyframes", "version": 2, "vidsearch": "0.1.0", "database": "videos.sqlite3",
+     "settings": {FrameConfig fields: sampler, frames, size, fps, jpeg_quality, segment_seconds, scenes, ...}}
+
+`videos.sqlite3`, table `videos`, one row per extracted video (JSON columns hold JSON text):
+
+    id TEXT PRIMARY KEY              "video7": the file stem made filesystem-safe, at most 96 bytes (a longer stem is
+                                     cut and ends with 12 hex digits of its sha256); a colliding stem gets "-2", ...
+    source TEXT, size INTEGER, mtime REAL    "/abs/path/video7.mp4", bytes, seconds since the epoch
+    status TEXT                      "ok" | "failed"
+    error JSON                       null | {"code": "truncated", "message": "..."}
+    duration REAL, fps REAL, width INTEGER, height INTEGER    the source as displayed; null if failed
+    timestamps JSON                  [0.0, 1.0, ...] seconds from the first frame, one per keyframe, increasing
+    frames JSON                      ["frames/video7/0000.jpg", ...] relative to the cache directory
+    moments JSON                     [{"start": 0.0, "end": 10.0, "frames": [0, 1, 2]}, ...] indices into frames;
+                                     [] unless built with segment_seconds or scenes
+
+and table `ids (source TEXT PRIMARY KEY, id TEXT UNIQUE)`: every id ever given, so a source keeps its id across runs
+and two writers never give one id to two files.
 
 Without moments, a video's frames are its keyframes (at most `frames` of them, fewer for short videos: the loader
 pads). With moments, each moment has its own keyframes and the video's frames are their union in time order. A
 failed video has status "failed", its error, and no frames: nothing is ever replaced by blank frames.
 
-Reading API (what the training loader and the indexer use):
+Version 1 caches (`manifest.json` with every video under "videos", same fields) are still read as they are, and are
+migrated to version 2 (atomically, under the lock) by the first writer that opens them.
+
+Reading API (what the training loader, the indexer and the web server use):
 
     cache = open_cache(path)                  # FrameCache; CacheFormatError for an unknown format or version
     cache.settings                            # FrameConfig the cache was built with
-    cache.entries                             # dict[str, VideoEntry], all videos, failed ones included
-    cache.ok()                                # list[VideoEntry] with status "ok", sorted by id
+    cache.entries                             # Mapping[str, VideoEntry], all videos, failed ones included; read
+                                              # lazily, by id (nothing is loaded at open)
+    cache.entry(video_id)                     # one VideoEntry (KeyError if absent)
+    cache.ok()                                # Iterator[VideoEntry] with status "ok", sorted by id
+    cache.count(status=None)                  # number of videos (with that status)
     cache.read_frames(video_id, indices=None) # uint8 [T, S, S, 3], RGB
     cache.frame_path(video_id, i)             # Path of keyframe i
 
+A FrameCache reads the current rows: a video added by another process after `open_cache` is seen. It may be used
+from several threads and survives a fork (each process opens its own database connection).
+
 Building: `build_cache(inputs, out, config, workers=..., limits=...)` (the `vidsearch frames` command). Each video is
 decoded in a child process with a time limit (`vidsearch.video.workers`); unchanged videos (same size, mtime and
-settings) are skipped; failed ones are retried.
+settings) are skipped; failed ones are retried. Several builds may run at once on one cache (a web server's uploads
+beside a `vidsearch frames`): the child that extracted a video writes its frames and its row together while holding
+the cache's lock, so every video any of them extracted ends up in the cache, with its own frames.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import hashlib
+import heapq
+import io
 import json
 import logging
 import os
 import re
 import shutil
+import sqlite3
+import threading
 import time
+from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 from PIL import Image
@@ -58,20 +86,35 @@ from tqdm import tqdm
 
 from vidsearch import __version__
 from vidsearch.config import FrameConfig, from_dict, to_dict
-from vidsearch.fsutil import atomic_write_text
+from vidsearch.fsutil import atomic_write_text, fsync_dir
 from vidsearch.video import samplers, segments
 from vidsearch.video.decode import DecodeLimits, VideoError, VideoInfo, check_local_file, decode_frames, iter_frames, probe
-from vidsearch.video.workers import Outcome, run_isolated
+from vidsearch.video.workers import run_isolated
 
 log = logging.getLogger(__name__)
 
 FORMAT = "vidsearch.keyframes"
-VERSION = 1
+VERSION = 2
 MANIFEST = "manifest.json"
+DATABASE = "videos.sqlite3"
+LOCK = ".lock"
 FRAMES_DIR = "frames"
 VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".ts"})
 SAMPLERS = ("uniform", "maxdiff")
-SAVE_EVERY_S = 5.0
+MAX_ID_BYTES = 96
+_PAGE = 1000
+_BUSY_TIMEOUT_S = 300.0
+_COLUMNS = ("id", "source", "size", "mtime", "status", "error", "duration", "fps", "width", "height", "timestamps",
+            "frames", "moments")
+_JSON_COLUMNS = frozenset({"error", "timestamps", "frames", "moments"})
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS videos (
+    id TEXT PRIMARY KEY, source TEXT NOT NULL, size INTEGER NOT NULL, mtime REAL NOT NULL, status TEXT NOT NULL,
+    error TEXT, duration REAL, fps REAL, width INTEGER, height INTEGER,
+    timestamps TEXT NOT NULL, frames TEXT NOT NULL, moments TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS videos_by_status ON videos (status, id);
+CREATE TABLE IF NOT EXISTS ids (source TEXT PRIMARY KEY, id TEXT NOT NULL UNIQUE);
+"""
 
 
 class CacheFormatError(ValueError):
@@ -109,25 +152,203 @@ class VideoEntry:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> VideoEntry:
         moments = [Moment(**moment) for moment in data.get("moments", [])]
-        return cls(**{**data, "moments": moments})
+        entry = cls(**{**data, "moments": moments})
+        _check_frame_paths(entry)
+        return entry
+
+
+class CacheDatabase:
+    """The rows of a version 2 cache: one SQLite connection per process (opened again after a fork), shared by its
+    threads one statement at a time. Pickles as its path."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._connection: sqlite3.Connection | None = None
+        self._pid: int | None = None
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self.path}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["path"])
+
+    @contextmanager
+    def connection(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            if self._pid != os.getpid():
+                if self._connection is not None:  # the parent's, copied by a fork: SQLite forbids using or closing it
+                    _INHERITED_CONNECTIONS.append(self._connection)
+                self._connection, self._pid = _connect(self.path), os.getpid()
+            yield self._connection
+
+    def get(self, video_id: str) -> VideoEntry | None:
+        with self.connection() as db:
+            row = db.execute(f"SELECT {', '.join(_COLUMNS)} FROM videos WHERE id = ?", (video_id,)).fetchone()
+        return _entry_of(row) if row else None
+
+    def count(self, status: str | None = None) -> int:
+        with self.connection() as db:
+            if status is None:
+                return db.execute("SELECT count(*) FROM videos").fetchone()[0]
+            return db.execute("SELECT count(*) FROM videos WHERE status = ?", (status,)).fetchone()[0]
+
+    def ids(self) -> Iterator[str]:
+        for page in self._pages("id", None):
+            yield from (row[0] for row in page)
+
+    def entries(self, status: str | None = None) -> Iterator[VideoEntry]:
+        """Entries (with `status`, or all) sorted by id, read a page at a time."""
+        for page in self._pages(", ".join(_COLUMNS), status):
+            yield from map(_entry_of, page)
+
+    def _pages(self, columns: str, status: str | None) -> Iterator[list[tuple]]:
+        after, where = "", "" if status is None else "status = ? AND "
+        while True:
+            with self.connection() as db:
+                page = db.execute(f"SELECT {columns} FROM videos WHERE {where}id > ? ORDER BY id LIMIT {_PAGE}",
+                                  (*([status] if status else []), after)).fetchall()
+            if not page:
+                return
+            yield page
+            after = page[-1][0]
+
+    def assign_ids(self, sources: Sequence[Path]) -> dict[Path, str]:
+        """A cache id per source, in one transaction: a source's own id if it has one, else a new one (its stem made
+        filesystem-safe and bounded, numbered when taken), recorded before any other writer can take it."""
+        ids = {}
+        with self.connection() as db, _transaction(db):
+            for source in sources:
+                row = db.execute("SELECT id FROM ids WHERE source = ?", (str(source),)).fetchone()
+                ids[source] = row[0] if row else _new_id(db, source)
+        return ids
+
+    def put(self, entry: dict[str, Any]) -> None:
+        """Insert or replace one video's row (call while holding the cache's lock, with its frames in place)."""
+        with self.connection() as db, _transaction(db):
+            db.execute(f"INSERT OR REPLACE INTO videos VALUES ({', '.join('?' * len(_COLUMNS))})", _row_of(entry))
+
+
+_INHERITED_CONNECTIONS: list[sqlite3.Connection] = []
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    """A connection to an existing database (never creates one), waiting for writers rather than failing."""
+    connection = sqlite3.connect(f"{path.absolute().as_uri()}?mode=rw", uri=True, timeout=_BUSY_TIMEOUT_S,
+                                 isolation_level=None, check_same_thread=False)
+    connection.execute("PRAGMA synchronous = NORMAL")  # in WAL mode: consistent after a crash, each commit one write
+    return connection
+
+
+@contextmanager
+def _transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """One write transaction; SQLite's "database or disk is full" comes out as OSError(ENOSPC)."""
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+    except sqlite3.OperationalError as error:
+        if error.sqlite_errorcode == sqlite3.SQLITE_FULL:
+            raise OSError(errno.ENOSPC, f"no space left on the device for the cache database: {error}") from None
+        raise
+
+
+def _row_of(entry: dict[str, Any]) -> tuple:
+    values = {"error": None, "duration": None, "fps": None, "width": None, "height": None, "timestamps": [],
+              "frames": [], "moments": [], **entry}
+    return tuple(json.dumps(values[c]) if c in _JSON_COLUMNS else values[c] for c in _COLUMNS)
+
+
+def _entry_of(row: Sequence[Any]) -> VideoEntry:
+    data = {c: json.loads(v) if c in _JSON_COLUMNS else v for c, v in zip(_COLUMNS, row)}
+    return VideoEntry.from_json(data)
+
+
+class _DatabaseEntries(Mapping[str, VideoEntry]):
+    """`FrameCache.entries` of a version 2 cache: each lookup reads one row; iterating reads a page at a time.
+    `extra`: entries that come before the database's (one the caller knows was just extracted)."""
+
+    def __init__(self, database: CacheDatabase, extra: Mapping[str, VideoEntry] | None = None):
+        self.database = database
+        self.extra = dict(extra or {})
+
+    def __getitem__(self, video_id: str) -> VideoEntry:
+        entry = self.extra.get(video_id) or self.database.get(video_id)
+        if entry is None:
+            raise KeyError(video_id)
+        return entry
+
+    def __contains__(self, video_id: object) -> bool:
+        return isinstance(video_id, str) and self.get(video_id) is not None
+
+    def __iter__(self) -> Iterator[str]:
+        extra = [entry.id for entry in self._extra_only()]
+        return heapq.merge(self.database.ids(), extra) if extra else self.database.ids()
+
+    def __len__(self) -> int:
+        return self.count(None)
+
+    def values(self) -> Iterator[VideoEntry]:  # type: ignore[override]  # one query per page, not one per key
+        return self.ok(None)
+
+    def items(self) -> Iterator[tuple[str, VideoEntry]]:  # type: ignore[override]
+        return ((entry.id, entry) for entry in self.values())
+
+    def ok(self, status: str | None = "ok") -> Iterator[VideoEntry]:
+        """Entries with `status` (all for None) sorted by id."""
+        extra = [e for e in self._extra_only() if status is None or e.status == status]
+        rows = (self.extra.get(e.id, e) for e in self.database.entries(status))
+        return heapq.merge(rows, extra, key=lambda entry: entry.id) if extra else rows
+
+    def count(self, status: str | None) -> int:
+        extra = sum(status is None or e.status == status for e in self._extra_only())
+        return self.database.count(status) + extra
+
+    def _extra_only(self) -> list[VideoEntry]:
+        return sorted((e for e in self.extra.values() if self.database.get(e.id) is None), key=lambda e: e.id)
+
+
+class _JsonEntries(dict):
+    """`FrameCache.entries` of a version 1 cache: the manifest's entries, all in memory."""
+
+    def ok(self) -> Iterator[VideoEntry]:
+        return (entry for _, entry in sorted(self.items()) if entry.status == "ok")
+
+    def count(self, status: str | None) -> int:
+        return sum(status is None or entry.status == status for entry in self.values())
 
 
 class FrameCache:
     """A keyframe cache opened for reading (see the module docstring)."""
 
-    def __init__(self, root: Path, settings: FrameConfig, entries: dict[str, VideoEntry]):
+    def __init__(self, root: Path, settings: FrameConfig, entries: _DatabaseEntries | _JsonEntries):
         self.root = root
         self.settings = settings
         self.entries = entries
 
-    def ok(self) -> list[VideoEntry]:
-        return [entry for _, entry in sorted(self.entries.items()) if entry.status == "ok"]
+    def entry(self, video_id: str) -> VideoEntry:
+        return self.entries[video_id]
+
+    def ok(self) -> Iterator[VideoEntry]:
+        return self.entries.ok()
+
+    def count(self, status: str | None = None) -> int:
+        return self.entries.count(status)
 
     def with_entry(self, data: dict[str, Any]) -> FrameCache:
-        """This cache as it is after one more video was extracted into it (`data`: that video's manifest entry)."""
+        """This cache as it is after one more video was extracted into it (`data`: that video's entry)."""
         entry = VideoEntry.from_json(data)
-        _check_frame_paths(entry)
-        return FrameCache(self.root, self.settings, {**self.entries, entry.id: entry})
+        if isinstance(self.entries, _JsonEntries):
+            return FrameCache(self.root, self.settings, _JsonEntries({**self.entries, entry.id: entry}))
+        if self.entries.database.get(entry.id) == entry:
+            return self
+        return FrameCache(self.root, self.settings,
+                          _DatabaseEntries(self.entries.database, {**self.entries.extra, entry.id: entry}))
 
     def frame_path(self, video_id: str, i: int) -> Path:
         return self.root / self.entries[video_id].frames[i]
@@ -138,20 +359,35 @@ class FrameCache:
         if entry.status != "ok":
             raise ValueError(f"video {video_id} has no frames: {entry.error}")
         chosen = range(len(entry.frames)) if indices is None else indices
-        return np.stack([_read_jpeg(self.frame_path(video_id, i)) for i in chosen])
+        return np.stack([_read_jpeg(self.root / entry.frames[i]) for i in chosen])
 
 
 def open_cache(path: str | Path) -> FrameCache:
     """Open a cache directory; refuses a manifest of another format or version, or with unsafe frame paths."""
     root = Path(path)
-    manifest = json.loads((root / MANIFEST).read_text())
-    if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
-        raise CacheFormatError(f"{root / MANIFEST}: format {manifest.get('format')!r} version "
-                               f"{manifest.get('version')!r}, expected {FORMAT!r} version {VERSION}")
-    entries = {video_id: VideoEntry.from_json(data) for video_id, data in manifest["videos"].items()}
-    for entry in entries.values():
-        _check_frame_paths(entry)
-    return FrameCache(root, from_dict(FrameConfig, manifest["settings"]), entries)
+    manifest = _read_manifest(root)
+    settings = from_dict(FrameConfig, manifest["settings"])
+    if manifest["version"] == 1:
+        videos = manifest.get("videos")
+        if not isinstance(videos, dict):
+            raise CacheFormatError(f"{root / MANIFEST}: version 1 without its \"videos\"")
+        return FrameCache(root, settings, _JsonEntries((k, VideoEntry.from_json(v)) for k, v in videos.items()))
+    return FrameCache(root, settings, _DatabaseEntries(CacheDatabase(root / DATABASE)))
+
+
+def _read_manifest(root: Path) -> dict[str, Any]:
+    try:
+        manifest = json.loads((root / MANIFEST).read_text())
+    except ValueError as error:
+        raise CacheFormatError(f"{root / MANIFEST} is not valid JSON: {error}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or manifest.get("version") not in (1, 2):
+        found = manifest if not isinstance(manifest, dict) else manifest.get("format"), \
+            None if not isinstance(manifest, dict) else manifest.get("version")
+        raise CacheFormatError(f"{root / MANIFEST}: format {found[0]!r} version {found[1]!r}, expected {FORMAT!r} "
+                               f"version 1 or {VERSION}")
+    if not isinstance(manifest.get("settings"), dict):
+        raise CacheFormatError(f"{root / MANIFEST}: no \"settings\"")
+    return manifest
 
 
 def _check_frame_paths(entry: VideoEntry) -> None:
@@ -166,6 +402,87 @@ def _read_jpeg(path: Path) -> np.ndarray:
         return np.asarray(image.convert("RGB"))
 
 
+# --- opening for writing: create, migrate, lock -------------------------------------------------------------------
+
+
+@contextmanager
+def cache_lock(root: Path) -> Iterator[None]:
+    """The cache's write lock (an exclusive flock on `.lock`); writers hold it only while they change files or rows."""
+    with open(root / LOCK, "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def open_for_writing(root: Path, config: FrameConfig) -> CacheDatabase:
+    """The database of the cache at `root`, created (version 2) if absent or migrated from version 1, after checking
+    it was built with `config`; removes frame folders an interrupted writer left."""
+    (root / FRAMES_DIR).mkdir(parents=True, exist_ok=True)
+    with cache_lock(root):
+        if not (root / MANIFEST).exists():
+            _create(root, config, entries=[])
+        else:
+            manifest = _read_manifest(root)
+            if from_dict(FrameConfig, manifest["settings"]) != config:
+                raise CacheFormatError(f"{root} was built with other settings ({manifest['settings']}); "
+                                       "use another output directory or delete this one")
+            if manifest["version"] == 1:
+                log.info("%s: moving %d videos from manifest.json into %s", root, len(manifest["videos"]), DATABASE)
+                _create(root, config, entries=manifest["videos"].values())
+        _remove_partial_frames(root)
+    return CacheDatabase(root / DATABASE)
+
+
+def _create(root: Path, config: FrameConfig, *, entries: Iterable[dict[str, Any]]) -> None:
+    """A new database holding `entries` (written under a temporary name, then renamed), then the version 2 manifest:
+    until that manifest replaces a version 1 one, readers and writers go on with version 1."""
+    final, tmp = root / DATABASE, root / f".{DATABASE}.tmp"
+    for stale in (tmp, Path(f"{tmp}-journal"), Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
+        stale.unlink(missing_ok=True)
+    db = sqlite3.connect(tmp, isolation_level=None)
+    try:
+        db.execute("PRAGMA journal_mode = WAL")
+        db.executescript(_SCHEMA)
+        with _transaction(db):
+            db.executemany(f"INSERT INTO videos VALUES ({', '.join('?' * len(_COLUMNS))})", map(_row_of, entries))
+            db.execute("INSERT INTO ids (source, id) SELECT source, id FROM videos")
+    finally:
+        db.close()
+    for stale in (Path(f"{final}-wal"), Path(f"{final}-shm")):  # of a database no manifest refers to
+        stale.unlink(missing_ok=True)
+    os.replace(tmp, final)
+    fsync_dir(root)
+    manifest = {"format": FORMAT, "version": VERSION, "vidsearch": __version__, "database": DATABASE,
+                "settings": to_dict(config)}
+    atomic_write_text(root / MANIFEST, json.dumps(manifest, indent=1) + "\n")
+
+
+def _remove_partial_frames(root: Path) -> None:
+    """Frame folders a writer was filling when it was interrupted (call under the cache's lock)."""
+    for partial in (root / FRAMES_DIR).glob(".*"):
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+def _new_id(db: sqlite3.Connection, source: Path) -> str:
+    stem, n = bounded_stem(source), 1
+    candidate = stem
+    while db.execute("SELECT 1 FROM ids WHERE id = ?", (candidate,)).fetchone():
+        n += 1
+        candidate = f"{stem}-{n}"
+    db.execute("INSERT INTO ids (source, id) VALUES (?, ?)", (str(source), candidate))
+    return candidate
+
+
+def bounded_stem(path: Path) -> str:
+    """The file's stem made filesystem-safe; one over MAX_ID_BYTES (UTF-8) is cut and ends with part of its sha256,
+    so a frame folder's name (with ".partial" or "-99" added) stays far below the 255 bytes file systems allow."""
+    stem = re.sub(r"[^\w.-]", "_", path.stem).lstrip(".") or "video"
+    if len(stem.encode()) <= MAX_ID_BYTES:
+        return stem
+    digest = hashlib.sha256(path.stem.encode("utf-8", "surrogateescape")).hexdigest()[:12]
+    cut = stem.encode()[:MAX_ID_BYTES - len(digest) - 1].decode("utf-8", "ignore")
+    return f"{cut}-{digest}"
+
+
 # --- building ---------------------------------------------------------------------------------------------------
 
 
@@ -177,23 +494,31 @@ class BuildReport:
     extracted: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: list[VideoEntry] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)  # directories that could not be listed, with the reason
     frames: int = 0
     seconds: float = 0.0
 
+    @property
+    def failures(self) -> int:
+        return len(self.failed) + len(self.unreadable)
+
     def summary(self) -> str:
         lines = [f"{len(self.extracted)} extracted ({self.frames} keyframes), {len(self.skipped)} unchanged, "
-                 f"{len(self.failed)} failed in {self.seconds:.1f} s → {self.cache}"]
+                 f"{self.failures} failed in {self.seconds:.1f} s → {self.cache}"]
         lines += [f"  failed {entry.id} ({entry.source}): {entry.error['code']}: {entry.error['message']}"
                   for entry in self.failed]
+        lines += [f"  unreadable {problem}" for problem in self.unreadable]
         return "\n".join(lines)
 
 
-def find_videos(inputs: Iterable[str | Path]) -> list[Path]:
-    """Files named, plus files with a video suffix under directories named (recursively, hidden ones skipped)."""
+def find_videos(inputs: Iterable[str | Path], unreadable: list[str] | None = None) -> list[Path]:
+    """Files named, plus files with a video suffix under directories named (recursively, hidden ones skipped).
+
+    A directory that cannot be listed is logged and appended to `unreadable` ("DIR: reason")."""
     found: set[Path] = set()
     for item in map(Path, inputs):
         if item.is_dir():
-            found.update(p.absolute() for p in item.rglob("*") if _is_video_file(p, item))
+            found.update(_videos_under(item, unreadable if unreadable is not None else []))
         elif item.exists():
             found.add(item.absolute())
         else:
@@ -201,56 +526,41 @@ def find_videos(inputs: Iterable[str | Path]) -> list[Path]:
     return sorted(found)
 
 
-def _is_video_file(path: Path, root: Path) -> bool:
-    hidden = any(part.startswith(".") for part in path.relative_to(root).parts)
-    return not hidden and path.suffix.lower() in VIDEO_SUFFIXES and path.is_file()
+def _videos_under(root: Path, unreadable: list[str]) -> Iterator[Path]:
+    def report(error: OSError) -> None:
+        log.warning("cannot read the directory %s: %s", error.filename, error.strerror)
+        unreadable.append(f"{error.filename}: {error.strerror}")
 
-
-def assign_ids(sources: Sequence[Path], known: dict[str, str]) -> dict[Path, str]:
-    """A cache id per source: its stem made filesystem-safe, kept from `known` (source → id), collisions numbered."""
-    taken = set(known.values())
-    ids = {}
-    for source in sources:
-        ids[source] = known.get(str(source)) or _free_id(_safe_stem(source), taken)
-        taken.add(ids[source])
-    return ids
-
-
-def _safe_stem(path: Path) -> str:
-    return re.sub(r"[^\w.-]", "_", path.stem).lstrip(".") or "video"
-
-
-def _free_id(stem: str, taken: set[str]) -> str:
-    candidate, n = stem, 1
-    while candidate in taken:
-        n += 1
-        candidate = f"{stem}-{n}"
-    return candidate
+    for directory, subdirectories, files in os.walk(root, onerror=report):
+        subdirectories[:] = [name for name in subdirectories if not name.startswith(".")]
+        for name in files:
+            path = Path(directory, name)
+            if not name.startswith(".") and path.suffix.lower() in VIDEO_SUFFIXES and path.is_file():
+                yield path.absolute()
 
 
 def build_cache(inputs: Iterable[str | Path], out: str | Path, config: FrameConfig, *, workers: int | None = None,
                 limits: DecodeLimits = DecodeLimits()) -> BuildReport:
     """Extract the keyframes of every input video into the cache `out` (see the module docstring).
 
-    `workers` videos are decoded at once (default: one per core), each with cores/workers decoder threads.
+    `workers` videos are decoded at once (default: one per core), each with cores/workers decoder threads. Raises
+    OSError(ENOSPC) when the disk is full (what was extracted until then stays in the cache).
     """
     _check_config(config)
     workers = workers or os.cpu_count() or 1
     started = time.monotonic()
     root = Path(out)
-    (root / FRAMES_DIR).mkdir(parents=True, exist_ok=True)
-    videos = _load_videos(root, config)
-    _remove_partial_frames(root)
-    sources = find_videos(inputs)
-    ids = assign_ids(sources, {entry["source"]: video_id for video_id, entry in videos.items()})
     report = BuildReport(root)
+    sources = find_videos(inputs, report.unreadable)
+    database = open_for_writing(root, config)
+    ids = database.assign_ids(sources)
     tasks = []
     for source in sources:
-        if _unchanged(videos.get(ids[source]), source):
+        if _unchanged(database.get(ids[source]), source):
             report.skipped.append(ids[source])
         else:
             tasks.append(_task(source, ids[source], root, config, limits, workers))
-    _extract_all(tasks, root, config, videos, report, workers=workers, timeout_s=limits.timeout_s)
+    _extract_all(tasks, root, database, report, workers=workers, timeout_s=limits.timeout_s)
     report.seconds = time.monotonic() - started
     return report
 
@@ -264,23 +574,11 @@ def _check_config(config: FrameConfig) -> None:
         raise ValueError("segment_seconds must be positive and cannot be combined with scenes")
 
 
-def _load_videos(root: Path, config: FrameConfig) -> dict[str, dict[str, Any]]:
-    """The entries of an existing cache built with the same settings, or none for a new cache."""
-    if not (root / MANIFEST).exists():
-        return {}
-    existing = open_cache(root)
-    if existing.settings != config:
-        raise CacheFormatError(f"{root} was built with other settings ({to_dict(existing.settings)}); "
-                               "use another output directory or delete this one")
-    manifest = json.loads((root / MANIFEST).read_text())
-    return manifest["videos"]
-
-
-def _unchanged(entry: dict[str, Any] | None, source: Path) -> bool:
-    if entry is None or entry["status"] != "ok":
+def _unchanged(entry: VideoEntry | None, source: Path) -> bool:
+    if entry is None or entry.status != "ok":
         return False
     stat = source.stat()
-    return entry["size"] == stat.st_size and entry["mtime"] == stat.st_mtime
+    return entry.size == stat.st_size and entry.mtime == stat.st_mtime
 
 
 def _task(source: Path, video_id: str, root: Path, config: FrameConfig, limits: DecodeLimits, workers: int) -> dict:
@@ -289,59 +587,76 @@ def _task(source: Path, video_id: str, root: Path, config: FrameConfig, limits: 
             "limits": asdict(limits), "threads": threads}
 
 
-def _extract_all(tasks: list[dict], root: Path, config: FrameConfig, videos: dict[str, dict], report: BuildReport,
-                 *, workers: int, timeout_s: float) -> None:
-    saved = time.monotonic()
-    try:
-        outcomes = run_isolated(extract_video, tasks, workers=workers, timeout_s=timeout_s)
-        for outcome in tqdm(outcomes, total=len(tasks), desc="keyframes", unit="video", disable=not tasks):
-            entry = outcome.result or _failed_entry(outcome.task, outcome.failure, outcome.detail)
-            _record(entry, root, videos, report)
-            if time.monotonic() - saved > SAVE_EVERY_S:
-                _save_manifest(root, config, videos)
-                saved = time.monotonic()
-    finally:
-        _save_manifest(root, config, videos)
+def _extract_all(tasks: list[dict], root: Path, database: CacheDatabase, report: BuildReport, *, workers: int,
+                 timeout_s: float) -> None:
+    outcomes = run_isolated(extract_video, tasks, workers=workers, timeout_s=timeout_s)
+    with closing(outcomes), tqdm(total=len(tasks), desc="keyframes", unit="video", disable=not tasks) as progress:
+        for outcome in outcomes:
+            if outcome.result and "disk_full" in outcome.result:
+                raise OSError(errno.ENOSPC, f"no space left on the device for the keyframes of "
+                                            f"{outcome.task['source']} ({outcome.result['disk_full']})")
+            # A child that died or timed out stored nothing: its failure is recorded here.
+            entry = outcome.result or store_entry(root, database, _failed_entry(outcome.task, outcome.failure,
+                                                                               outcome.detail))
+            _count(entry, report)
+            progress.update()
 
 
-def _record(entry: dict[str, Any], root: Path, videos: dict[str, dict], report: BuildReport) -> None:
-    videos[entry["id"]] = entry
+def _count(entry: dict[str, Any], report: BuildReport) -> None:
     if entry["status"] == "ok":
         report.extracted.append(entry["id"])
         report.frames += len(entry["frames"])
     else:
         report.failed.append(VideoEntry.from_json(entry))
-        shutil.rmtree(root / FRAMES_DIR / entry["id"], ignore_errors=True)  # frames of an earlier, different file
         log.debug("failed %s: %s", entry["source"], entry["error"])
 
 
-def _save_manifest(root: Path, config: FrameConfig, videos: dict[str, dict]) -> None:
-    manifest = {"format": FORMAT, "version": VERSION, "vidsearch": __version__, "settings": to_dict(config),
-                "videos": dict(sorted(videos.items()))}
-    atomic_write_text(root / MANIFEST, json.dumps(manifest, indent=1) + "\n")
-
-
-def _remove_partial_frames(root: Path) -> None:
-    """Frame folders an interrupted run was still writing (their videos are not in the manifest as ok)."""
-    for partial in (root / FRAMES_DIR).glob(".*"):
-        shutil.rmtree(partial, ignore_errors=True)
+def store_entry(root: Path, database: CacheDatabase, entry: dict[str, Any],
+                jpegs: Sequence[bytes] = ()) -> dict[str, Any]:
+    """Write one video's frames (`jpegs`, for an "ok" entry) and its row, under the cache's lock; returns the entry
+    now in the cache. A failure never replaces the frames another writer extracted from the same file (same size
+    and mtime); otherwise it removes the video's earlier frames."""
+    with cache_lock(root):
+        if entry["status"] == "ok":
+            entry = {**entry, "frames": _write_frames(root, entry["id"], jpegs)}
+        else:
+            existing = database.get(entry["id"])
+            if existing and existing.status == "ok" and (existing.size, existing.mtime) == (entry["size"],
+                                                                                           entry["mtime"]):
+                return asdict(existing)
+            shutil.rmtree(root / FRAMES_DIR / entry["id"], ignore_errors=True)
+        database.put(entry)
+    return entry
 
 
 # --- one video, in a worker process -----------------------------------------------------------------------------
 
 
 def extract_video(task: dict[str, Any]) -> dict[str, Any]:
-    """Pick, decode, scale and store one video's keyframes; returns its manifest entry (failed ones included)."""
+    """Pick, decode, scale and store one video's keyframes and its row; returns its entry (failed ones included),
+    or {"disk_full": message} when the frames or the row could not be written for want of space."""
+    root = Path(task["cache"])
+    entry, jpegs = _extract(task)
+    try:
+        return store_entry(root, CacheDatabase(root / DATABASE), entry, jpegs)
+    except OSError as error:
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return {"disk_full": error.strerror or str(error)}
+        raise
+
+
+def _extract(task: dict[str, Any]) -> tuple[dict[str, Any], list[bytes]]:
     source = Path(task["source"])
     try:
         stat = check_local_file(source).stat()
     except VideoError as error:
-        return _failed_entry(task, error.code, error.message)
+        return _failed_entry(task, error.code, error.message), []
     base = {"id": task["id"], "source": str(source), "size": stat.st_size, "mtime": stat.st_mtime}
     try:
-        return {**base, "status": "ok", "error": None, **_keyframes(task)}
+        fields, jpegs = _keyframes(task)
     except VideoError as error:
-        return {**base, "status": "failed", "error": {"code": error.code, "message": error.message}}
+        return {**base, "status": "failed", "error": {"code": error.code, "message": error.message}}, []
+    return {**base, "status": "ok", "error": None, **fields}, jpegs
 
 
 def _failed_entry(task: dict[str, Any], code: str, message: str) -> dict[str, Any]:
@@ -351,17 +666,24 @@ def _failed_entry(task: dict[str, Any], code: str, message: str) -> dict[str, An
             "mtime": stat.st_mtime if stat else 0.0, "status": "failed", "error": {"code": code, "message": message}}
 
 
-def _keyframes(task: dict[str, Any]) -> dict[str, Any]:
+def _keyframes(task: dict[str, Any]) -> tuple[dict[str, Any], list[bytes]]:
+    """The entry's fields (frames named in `_write_frames`) and the keyframes as JPEG files' bytes."""
     config, limits = from_dict(FrameConfig, task["settings"]), DecodeLimits(**task["limits"])
     source, threads = Path(task["source"]), task["threads"]
     info = probe(source, limits=limits)
     chosen, moments = select_keyframes(source, info, config, limits=limits, threads=threads)
     frames = decode_frames(source, info=info, indices=chosen.tolist(), size=config.size, limits=limits,
                            threads=threads)
-    files = _write_frames(Path(task["cache"]), task["id"], frames, quality=config.jpeg_quality)
-    return {"duration": round(info.duration, 6), "fps": round(info.fps, 6), "width": info.width,
-            "height": info.height, "timestamps": [round(float(info.timestamps[i]), 6) for i in chosen],
-            "frames": files, "moments": [asdict(moment) for moment in moments]}
+    fields = {"duration": round(info.duration, 6), "fps": round(info.fps, 6), "width": info.width,
+              "height": info.height, "timestamps": [round(float(info.timestamps[i]), 6) for i in chosen],
+              "moments": [asdict(moment) for moment in moments]}
+    return fields, [_jpeg(frame, config.jpeg_quality) for frame in frames]
+
+
+def _jpeg(frame: np.ndarray, quality: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(frame).save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
 
 
 def select_keyframes(source: Path, info: VideoInfo, config: FrameConfig, *, limits: DecodeLimits,
@@ -402,33 +724,37 @@ def _sample(candidates: np.ndarray, info: VideoInfo, scores: np.ndarray | None, 
     return candidates[samplers.maxdiff(scores[candidates], num_frames=config.frames)]
 
 
-def _write_frames(root: Path, video_id: str, frames: np.ndarray, *, quality: int) -> list[str]:
-    """JPEGs into a hidden folder first, then renamed into place: a video's frames appear all at once or not at all."""
+def _write_frames(root: Path, video_id: str, jpegs: Sequence[bytes]) -> list[str]:
+    """JPEGs into a hidden folder first, then renamed into place: a video's frames appear all at once or not at all.
+    Called under the cache's lock (a folder left by an interrupted writer is removed by the next one)."""
     final = root / FRAMES_DIR / video_id
     partial = root / FRAMES_DIR / f".{video_id}.partial"
     shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir()
-    names = [f"{i:04d}.jpg" for i in range(len(frames))]
-    for name, frame in zip(names, frames):
-        Image.fromarray(frame).save(partial / name, quality=quality)
-    if final.exists():
-        old = root / FRAMES_DIR / f".{video_id}.old"
-        final.rename(old)
-        shutil.rmtree(old)
-    partial.rename(final)
+    try:
+        partial.mkdir()
+        names = [f"{i:04d}.jpg" for i in range(len(jpegs))]
+        for name, data in zip(names, jpegs):
+            (partial / name).write_bytes(data)
+        if final.exists():
+            old = root / FRAMES_DIR / f".{video_id}.old"
+            final.rename(old)
+            shutil.rmtree(old)
+        partial.rename(final)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
     return [f"{FRAMES_DIR}/{video_id}/{name}" for name in names]
 
 
 def extract_into(task: dict[str, str]) -> dict[str, Any]:
     """`run_isolated` target: one video (`task["video"]`) into the existing cache `task["cache"]`, with its settings.
 
-    Returns {"video_id": id, "entry": its manifest entry} or {"error": {"code", "message"}}. A web server runs this
-    in a child process, so parsing and rewriting a large cache manifest never holds the server's interpreter lock;
-    the server adds the entry to the cache it has open (`FrameCache.with_entry`) instead of reading the manifest again.
+    Returns {"video_id": id, "entry": its entry} or {"error": {"code", "message"}}. A web server runs this in a child
+    process; it adds the entry to the cache it has open (`FrameCache.with_entry`).
     """
     settings = open_cache(task["cache"]).settings
     report = build_cache([task["video"]], task["cache"], settings, workers=1)
     if report.failed:
         return {"error": report.failed[0].error}
     video_id = (report.extracted or report.skipped)[0]
-    return {"video_id": video_id, "entry": _load_videos(Path(task["cache"]), settings)[video_id]}
+    return {"video_id": video_id, "entry": asdict(open_cache(task["cache"]).entry(video_id))}
