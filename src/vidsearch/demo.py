@@ -121,7 +121,7 @@ def _extract(paths: DemoPaths) -> None:
 
     report = build_cache([paths.library / "videos"], paths.cache, FrameConfig(frames=FRAMES, size=FRAME_SIZE))
     if report.failed:
-        raise RuntimeError(f"{len(report.failed)} demo video(s) failed keyframe extraction: see {paths.cache}/manifest.json")
+        raise RuntimeError(f"{len(report.failed)} demo video(s) failed keyframe extraction: run `vidsearch frames` on {paths.library} for the errors")
 
 
 def _retrain(paths: DemoPaths) -> Path:

@@ -113,3 +113,27 @@ def test_packed_frames_equal_the_cache_jpegs_and_are_reused(small_cache, tmp_pat
     stamp = (tmp_path / "frames-32.npy").stat().st_mtime_ns
     again = pack_frames(cache, videos, size=32, out_dir=tmp_path)
     assert (tmp_path / "frames-32.npy").stat().st_mtime_ns == stamp and again.offsets == packed.offsets
+
+
+def test_packed_frames_are_packed_again_when_a_video_was_extracted_again(small_cache, tmp_path):
+    """The cache's manifest.json no longer changes when videos are added or re-extracted: the pack must notice an
+    entry that changed (here: one video's keyframes reversed, as a re-extraction with other frames would)."""
+    import dataclasses
+
+    from vidsearch.video.cache import open_cache
+
+    cache = open_cache(small_cache / "cache")
+    videos = match_videos(load_manifest(small_cache / "lib" / "manifest.jsonl"), cache, split=None,
+                          manifest_dir=small_cache / "lib")
+    first = videos[0].cache_id
+    entry = cache.entry(first)
+    changed = dataclasses.asdict(entry) | {"frames": entry.frames[::-1], "timestamps": entry.timestamps}
+    before = pack_frames(cache, videos, size=32, out_dir=tmp_path)
+    offset, count = before.offsets[first]
+    old_frames = np.array(before.array[offset:offset + count])
+    changed_cache = cache.with_entry(changed)
+    repacked = pack_frames(changed_cache, videos, size=32, out_dir=tmp_path)
+    offset, count = repacked.offsets[first]
+    new_frames = np.array(repacked.array[offset:offset + count])
+    assert not np.array_equal(new_frames, old_frames), "the pack made before the re-extraction was reused"
+    assert np.array_equal(new_frames, old_frames[::-1])

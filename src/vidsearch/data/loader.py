@@ -24,6 +24,7 @@ uninterrupted one would, whichever worker builds them.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -36,7 +37,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from vidsearch.data.manifest import VideoRecord
-from vidsearch.fsutil import atomic_write_text, sha256_file
+from vidsearch.fsutil import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -237,13 +238,14 @@ class PackedFrames:
 def pack_frames(cache, videos: Sequence[LoaderVideo], *, size: int, out_dir: str | Path) -> PackedFrames:
     """Pack the keyframes of `videos` at `size` into `out_dir/frames-<size>.npy` (+ `.json` index), or reuse them.
 
-    Reused when the index names the same cache manifest (sha256), size and at least these cache entries. The
-    array is written under a temporary name and the index last, so an interrupted pack is simply redone.
+    Reused when the index names the same digest of the cache's settings and of these videos' entries (a video
+    extracted again changes its entry), the same size, and at least these cache entries. The array is written under
+    a temporary name and the index last, so an interrupted pack is simply redone.
     """
     out_dir = Path(out_dir)
     array_path, index_path = out_dir / f"frames-{size}.npy", out_dir / f"frames-{size}.json"
     wanted = sorted({video.cache_id for video in videos})
-    cache_sha = sha256_file(Path(cache.root) / "manifest.json")
+    cache_sha = _entries_digest(cache, wanted)
     reused = _reusable_pack(index_path, array_path, cache_sha=cache_sha, size=size, wanted=wanted)
     if reused is not None:
         log.info("reusing packed frames %s", array_path)
@@ -259,9 +261,17 @@ def pack_frames(cache, videos: Sequence[LoaderVideo], *, size: int, out_dir: str
     array.flush()
     del array
     os.replace(tmp, array_path)
-    index = {"format": PACKED_FORMAT, "size": size, "cache_manifest_sha256": cache_sha, "videos": offsets}
+    index = {"format": PACKED_FORMAT, "size": size, "cache_entries_sha256": cache_sha, "videos": offsets}
     atomic_write_text(index_path, json.dumps(index) + "\n")
     return PackedFrames(array_path, offsets, size)
+
+
+def _entries_digest(cache, video_ids: list[str]) -> str:
+    """sha256 of the cache's settings and of the entries of `video_ids` (sources, stamps, frame files, times)."""
+    digest = hashlib.sha256(json.dumps(dataclasses.asdict(cache.settings), sort_keys=True).encode())
+    for video_id in video_ids:
+        digest.update(json.dumps(dataclasses.asdict(cache.entries[video_id]), sort_keys=True).encode())
+    return digest.hexdigest()
 
 
 def _reusable_pack(index_path: Path, array_path: Path, *, cache_sha: str, size: int,
@@ -271,7 +281,7 @@ def _reusable_pack(index_path: Path, array_path: Path, *, cache_sha: str, size: 
     index = json.loads(index_path.read_text())
     offsets = {key: tuple(value) for key, value in index.get("videos", {}).items()}
     same = (index.get("format") == PACKED_FORMAT and index.get("size") == size
-            and index.get("cache_manifest_sha256") == cache_sha and all(key in offsets for key in wanted))
+            and index.get("cache_entries_sha256") == cache_sha and all(key in offsets for key in wanted))
     return PackedFrames(array_path, offsets, size) if same else None
 
 
