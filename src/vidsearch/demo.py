@@ -121,7 +121,9 @@ def _extract(paths: DemoPaths) -> None:
 
     report = build_cache([paths.library / "videos"], paths.cache, FrameConfig(frames=FRAMES, size=FRAME_SIZE))
     if report.failed:
-        raise RuntimeError(f"{len(report.failed)} demo video(s) failed keyframe extraction: run `vidsearch frames` on {paths.library} for the errors")
+        first = report.failed[0]
+        raise RuntimeError(f"{len(report.failed)} demo video(s) failed keyframe extraction, e.g. {first.id}: "
+                           f"{first.error['code']}: {first.error['message']}")
 
 
 def _retrain(paths: DemoPaths) -> Path:
