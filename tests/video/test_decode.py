@@ -58,6 +58,19 @@ def test_skipped_frames_do_not_change_the_kept_ones(videos, painted_index):
     assert [painted_index(frame) for frame in everything] == list(range(35))
 
 
+def test_skipped_groups_of_pictures_do_not_change_the_kept_ones(videos):
+    """Groups of pictures no wanted frame needs are not decoded, and open groups (whose first frames refer back to
+    the previous group) still give the frames of a decode of every frame, alone or with others."""
+    path = videos["open_gop"]
+    info = probe(path, limits=LIMITS)
+    assert np.flatnonzero(info.keyframes).tolist() == [0, 10, 20, 30]
+    everything = decode_frames(path, info=info, indices=list(range(35)), size=48, limits=LIMITS)
+    subsets = [[i] for i in range(35)] + [[1, 20, 30], [2, 29, 32], [9, 10, 30], [2, 20, 21], [0, 34]]
+    for indices in subsets:
+        some = decode_frames(path, info=info, indices=indices, size=48, limits=LIMITS)
+        np.testing.assert_array_equal(some, everything[indices], err_msg=f"frames {indices}")
+
+
 def test_maxdiff_finds_the_planted_changes(videos, painted_index):
     info = probe(videos["jumps"], limits=LIMITS)
     scores = samplers.maxdiff_scores(iter_frames(videos["jumps"], limits=LIMITS))
