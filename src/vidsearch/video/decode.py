@@ -23,6 +23,7 @@ Timestamps are seconds from the first frame, in presentation order; frame `i` is
 from __future__ import annotations
 
 import logging
+import os
 import re
 import stat
 from contextlib import contextmanager
@@ -111,11 +112,15 @@ def open_video(path: str | Path, *, limits: DecodeLimits, threads: int = 1) -> I
         _check_limits(container, limits)
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        stream.codec_context.thread_count = threads
+        stream.codec_context.thread_count = min(threads, _usable_cores())  # more threads than cores only cost
         stream.codec_context.options = {"max_pixels": str(limits.max_side ** 2)}
         yield container
     finally:
         container.close()
+
+
+def _usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _check_limits(container: av.container.InputContainer, limits: DecodeLimits) -> None:
