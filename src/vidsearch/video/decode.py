@@ -250,10 +250,12 @@ def _decode_only(stream, packets: Iterator[av.Packet], wanted: dict[int, int], k
                 later = keyframe_pts[np.searchsorted(keyframe_pts, packet.pts, side="right"):]
                 next_keyframe = later[0] if len(later) else np.inf
             level = _skip_level(packet.pts, unsent, next_keyframe)
-            if skipped and packet.is_keyframe and level != "ALL":
+            if level == "ALL":
+                skipped = True
+            elif skipped and packet.is_keyframe:
                 yield from (frame for frame in context.decode(None) if frame.pts in wanted)
                 context.flush_buffers()
-            skipped = level == "ALL" or (skipped and not packet.is_keyframe)
+                skipped = False
             context.skip_frame = level
             unsent.discard(packet.pts)
             yield from (frame for frame in context.decode(packet) if frame.pts in wanted)
