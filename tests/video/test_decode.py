@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from vidsearch.video import samplers
-from vidsearch.video.decode import (DecodeLimits, VideoError, _decode_only, check_local_file, decode_frames, iter_frames,
-                                    open_video, probe)
+from vidsearch.video.decode import (DecodeLimits, VideoError, _decode_only, check_local_file, decode_frames,
+                                    iter_frames, open_video, probe)
 
 LIMITS = DecodeLimits()
 

@@ -9,11 +9,12 @@ scaled; each file in a child process with a time limit.
 Headline `ratio`, per core: the CPU time (user + system, this process and its children) the thesis' loop in one
 process takes over ours with one worker, both pinned to the same single core, in alternating rounds (the least of each
 counts); CPU time, unlike wall time, does not grow with other work on a shared machine. `ratio_wall` is the same
-comparison in wall time. Beside it, per core and against the same loop: `--keyframes-only` (intra frames only, fewer keyframes where they are far
-apart) and the maxdiff sampler (which decodes every frame to score it); and `ratio_workers`: ours with `--workers`
-processes on all cores against the loop in one process on all cores. Also reported: the cache's size as a share of the
-sources (thesis: 29.9%). The clips are H.264 from libx264 with its default keyframe interval (250 frames) unless
-`--keyint` says otherwise; `frames` in each line says how many keyframes each side kept.
+comparison in wall time. Beside it, per core and against the same loop: `--keyframes-only` (intra frames only, fewer
+keyframes where they are far apart) and the maxdiff sampler (which decodes every frame to score it); and
+`ratio_workers`: ours with `--workers` processes on all cores against the loop in one process on all cores, in wall
+time. Also reported: the cache's size as a share of the sources (thesis: 29.9%). The clips are H.264 from libx264
+with its default keyframe interval (250 frames) unless `--keyint` says otherwise; `frames` in each line says how many
+keyframes each side kept.
 """
 
 from __future__ import annotations

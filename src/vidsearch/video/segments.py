@@ -3,9 +3,9 @@
 A window is `(start, end)` in seconds from the first frame, end exclusive. `fixed_windows` cuts every S seconds;
 `shot_windows` cuts where the picture changes abruptly. Neither leaves a last moment shorter than `MIN_SHOT_SECONDS`
 (or half a fixed window, if that is shorter): such a tail (a 10.04 s video cut every 5 s) joins the moment before it
-rather than stand alone as a moment of one frame, labelled "0:10–0:10". Shot changes are found by frame difference on small grey
-frames (mean absolute difference of 64×36 luma thumbnails above a threshold), which needs no extra library:
-PySceneDetect would bring opencv-python, which clashes with the headless OpenCV the benchmarks use.
+rather than stand alone as a moment of one frame, labelled "0:10–0:10". Shot changes are found by frame difference
+on small grey frames (mean absolute difference of 64×36 luma thumbnails above a threshold), which needs no extra
+library: PySceneDetect would bring opencv-python, which clashes with the headless OpenCV the benchmarks use.
 """
 
 from __future__ import annotations
