@@ -147,6 +147,7 @@ def videos(tmp_path_factory) -> dict[str, Path]:
         "jumps": write_video(root / "jumps.mp4", _jump_frames(), fps=10),
         "faststart": encode(root / "faststart.mp4", counted, container_options={"movflags": "faststart"}),
         "open_gop": write_video(root / "open_gop.mp4", counted, fps=10, options=OPEN_GOP),
+        "gop7": write_video(root / "gop7.mp4", counted, fps=10, options={"g": "7", "x264-params": "scenecut=0"}),
     }
     landscape = [np.ascontiguousarray(np.rot90(paint(i, width=HEIGHT, height=WIDTH), k=1)) for i in range(25)]
     made["rotated"] = rotate_mp4(write_video(root / "coded.mp4", landscape, fps=10), root / "rotated.mp4")

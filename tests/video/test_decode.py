@@ -73,13 +73,15 @@ def test_skipped_groups_of_pictures_do_not_change_the_kept_ones(videos):
 
 
 def test_keyframes_only_takes_intra_frames_at_their_own_time(videos, painted_index):
-    path = videos["open_gop"]
+    """An intra frame every 0.7 s: the first of each second among them, with their own times."""
+    path = videos["gop7"]
     info = probe(path, limits=LIMITS)
+    assert np.flatnonzero(info.keyframes).tolist() == [0, 7, 14, 21, 28]
     candidates = np.flatnonzero(info.keyframes)
-    chosen = candidates[samplers.uniform(info.timestamps[candidates], num_frames=3, fps=1.0)]
+    chosen = candidates[samplers.uniform(info.timestamps[candidates], num_frames=12, fps=1.0)]
     frames = decode_frames(path, info=info, indices=chosen.tolist(), size=48, limits=LIMITS)
-    assert chosen.tolist() == [painted_index(frame) for frame in frames] == [0, 20, 30]
-    assert info.timestamps[chosen].tolist() == pytest.approx([0.0, 2.0, 3.0])
+    assert chosen.tolist() == [painted_index(frame) for frame in frames] == [0, 14, 21]
+    assert info.timestamps[chosen].tolist() == pytest.approx([0.0, 1.4, 2.1])
 
 
 def skip_levels(path, info, indices) -> dict[float, str]:
