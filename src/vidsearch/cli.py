@@ -115,9 +115,14 @@ def _frames_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="cache directory (created, or resumed if it exists)")
     parser.add_argument("--sampler", choices=["uniform", "maxdiff"], default="uniform",
                         help="uniform: first frame of every second; maxdiff: frames that differ most from the previous")
-    parser.add_argument("--frames", type=int, default=12, help="keyframes per video (per moment with moments)")
+    parser.add_argument("--frames", type=int, default=12,
+                        help="up to this many keyframes per video (per moment with moments); fewer when the video "
+                             "(moment) has fewer candidates, e.g. a 5 s video at --fps 1 gives 5")
     parser.add_argument("--size", type=int, default=224, help="side of the square JPEG keyframes")
     parser.add_argument("--fps", type=float, default=1.0, help="uniform: candidate frames per second")
+    parser.add_argument("--keyframes-only", action="store_true",
+                        help="uniform: candidates are the intra frames only, each decoded alone (much faster; their "
+                             "times are kept exact, but a video may have a few seconds between them)")
     parser.add_argument("--quality", type=int, default=90, help="JPEG quality, 1-100")
     moments = parser.add_mutually_exclusive_group()
     moments.add_argument("--segment-seconds", type=float, metavar="S", help="moments: fixed windows of S seconds")
@@ -131,8 +136,11 @@ def _frames_run(args: argparse.Namespace) -> int:
     from vidsearch.video.cache import CacheFormatError, build_cache
     from vidsearch.video.decode import DecodeLimits
 
+    if args.keyframes_only and args.sampler != "uniform":
+        raise UserError("--keyframes-only goes with the uniform sampler")
     config = FrameConfig(sampler=args.sampler, frames=args.frames, size=args.size, fps=args.fps,
-                         jpeg_quality=args.quality, segment_seconds=args.segment_seconds, scenes=args.scenes)
+                         jpeg_quality=args.quality, segment_seconds=args.segment_seconds, scenes=args.scenes,
+                         keyframes_only=args.keyframes_only)
     try:
         report = build_cache(args.inputs, args.out, config, workers=args.workers,
                              limits=DecodeLimits(timeout_s=args.timeout))

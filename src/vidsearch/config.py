@@ -52,6 +52,7 @@ class FrameConfig:
     segment_seconds: float | None = None
     scenes: bool = False
     scene_threshold: float = 0.12  # mean absolute difference of small grey frames (0-1) that starts a new shot
+    keyframes_only: bool = False  # uniform: candidates are the intra frames only (decoded alone, at their own time)
 
 
 @dataclasses.dataclass

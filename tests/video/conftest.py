@@ -108,6 +108,7 @@ def audio_only(path: Path) -> Path:
     return path
 
 
+OPEN_GOP = {"g": "10", "x264-params": "open-gop=1:scenecut=0"}  # an intra frame every second, B-frames across
 VFR_TIMES = [0.0, 0.1, 0.15, 0.9, 1.0, 1.02, 1.5, 2.3, 2.31, 3.7, 3.75, 3.9]
 SHOT_STARTS = (0, 60, 125, 155)  # frames (5 fps) where the background changes: 0, 12, 25 and 31 s
 MAXDIFF_JUMPS = (5, 11, 17, 26)
@@ -145,6 +146,8 @@ def videos(tmp_path_factory) -> dict[str, Path]:
         "shots": write_video(root / "shots.mp4", _shots_frames(), fps=5),
         "jumps": write_video(root / "jumps.mp4", _jump_frames(), fps=10),
         "faststart": encode(root / "faststart.mp4", counted, container_options={"movflags": "faststart"}),
+        "open_gop": write_video(root / "open_gop.mp4", counted, fps=10, options=OPEN_GOP),
+        "gop7": write_video(root / "gop7.mp4", counted, fps=10, options={"g": "7", "x264-params": "scenecut=0"}),
     }
     landscape = [np.ascontiguousarray(np.rot90(paint(i, width=HEIGHT, height=WIDTH), k=1)) for i in range(25)]
     made["rotated"] = rotate_mp4(write_video(root / "coded.mp4", landscape, fps=10), root / "rotated.mp4")

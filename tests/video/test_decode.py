@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from vidsearch.video import samplers
-from vidsearch.video.decode import DecodeLimits, VideoError, check_local_file, decode_frames, iter_frames, probe
+from vidsearch.video.decode import (DecodeLimits, VideoError, _decode_only, check_local_file, decode_frames,
+                                    iter_frames, open_video, probe)
 
 LIMITS = DecodeLimits()
 
@@ -56,6 +57,61 @@ def test_skipped_frames_do_not_change_the_kept_ones(videos, painted_index):
     some = decode_frames(videos["h264"], info=info, indices=[3, 17, 34], size=48, limits=LIMITS)
     np.testing.assert_array_equal(some, everything[[3, 17, 34]])
     assert [painted_index(frame) for frame in everything] == list(range(35))
+
+
+def test_skipped_groups_of_pictures_do_not_change_the_kept_ones(videos):
+    """Groups of pictures no wanted frame needs are not decoded, and open groups (whose first frames refer back to
+    the previous group) still give the frames of a decode of every frame, alone or with others."""
+    path = videos["open_gop"]
+    info = probe(path, limits=LIMITS)
+    assert np.flatnonzero(info.keyframes).tolist() == [0, 10, 20, 30]
+    everything = decode_frames(path, info=info, indices=list(range(35)), size=48, limits=LIMITS)
+    subsets = [[i] for i in range(35)] + [[1, 20, 30], [2, 29, 32], [9, 10, 30], [2, 20, 21], [0, 34]]
+    for indices in subsets:
+        some = decode_frames(path, info=info, indices=indices, size=48, limits=LIMITS)
+        np.testing.assert_array_equal(some, everything[indices], err_msg=f"frames {indices}")
+
+
+def test_keyframes_only_takes_intra_frames_at_their_own_time(videos, painted_index):
+    """An intra frame every 0.7 s: the first of each second among them, with their own times."""
+    path = videos["gop7"]
+    info = probe(path, limits=LIMITS)
+    assert np.flatnonzero(info.keyframes).tolist() == [0, 7, 14, 21, 28]
+    candidates = np.flatnonzero(info.keyframes)
+    chosen = candidates[samplers.uniform(info.timestamps[candidates], num_frames=12, fps=1.0)]
+    frames = decode_frames(path, info=info, indices=chosen.tolist(), size=48, limits=LIMITS)
+    assert chosen.tolist() == [painted_index(frame) for frame in frames] == [0, 14, 21]
+    assert info.timestamps[chosen].tolist() == pytest.approx([0.0, 1.4, 2.1])
+
+
+def skip_levels(path, info, indices) -> dict[float, str]:
+    """The decoder's skip_frame level for every packet sent while decoding `indices`, by the packet's time."""
+    levels = {}
+    with open_video(path, limits=LIMITS) as container:
+        stream = container.streams.video[0]
+
+        def packets():
+            for packet in container.demux(stream):
+                yield packet
+                seconds = round(float((packet.pts - info.pts[0]) * stream.time_base), 3)
+                levels[seconds] = stream.codec_context.skip_frame  # as set for this packet before it was decoded
+        wanted = {int(info.pts[i]): position for position, i in enumerate(indices)}
+        assert len(list(_decode_only(stream, packets(), wanted, info.pts[info.keyframes], LIMITS))) == len(indices)
+    return levels
+
+
+def test_only_what_the_wanted_frames_need_is_decoded(videos):
+    """Intra frames alone need nothing else; a frame in the middle of a group needs what comes before it in that group
+    (except frames nobody refers to), nothing after it; reading stops at the last wanted frame."""
+    path = videos["open_gop"]
+    info = probe(path, limits=LIMITS)
+    levels = skip_levels(path, info, [0, 20, 30])
+    decoded = {t: level for t, level in levels.items() if level != "ALL"}
+    assert decoded == {0.0: "DEFAULT", 2.0: "DEFAULT", 3.0: "DEFAULT"} and max(levels) == 3.0, levels
+    levels = skip_levels(path, info, [14])
+    order = list(levels)  # decoding order
+    assert {levels[t] for t in order[:order.index(1.0)]} == {"ALL"}, levels
+    assert (levels[1.0], levels[1.4]) == ("NONREF", "DEFAULT") and max(levels) < 2.0, levels
 
 
 def test_maxdiff_finds_the_planted_changes(videos, painted_index):

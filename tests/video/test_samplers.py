@@ -44,6 +44,22 @@ def test_fixed_windows_cover_the_video():
     assert segments.fixed_windows(duration=4.0, seconds=10) == [(0, 4.0)]
 
 
+def test_a_short_tail_joins_the_previous_fixed_window():
+    """10.04 s cut every 5 s used to end with a 0.04 s moment shown as "0:10–0:10"."""
+    assert segments.fixed_windows(duration=10.04, seconds=5) == [(0, 5), (5, 10.04)]
+    assert segments.fixed_windows(duration=11.0, seconds=5) == [(0, 5), (5, 10), (10, 11.0)]  # 1 s stands alone
+    assert segments.fixed_windows(duration=1.1, seconds=0.5) == [(0, 0.5), (0.5, 1.1)]  # under half a window
+    assert segments.fixed_windows(duration=0.04, seconds=5) == [(0, 0.04)]
+
+
+def test_a_shot_change_just_before_the_end_starts_no_moment():
+    timestamps = np.arange(0, 10, 0.1)
+    differences = np.zeros(100)
+    differences[[30, 95]] = 0.5  # cuts at 3.0 s and at 9.5 s, half a second before the end
+    windows = segments.shot_windows(timestamps=timestamps, differences=differences, duration=10.0, threshold=0.1)
+    assert windows == [(0.0, 3.0), (3.0, 10.0)]
+
+
 def test_frames_in_a_window_include_its_start_not_its_end():
     assert segments.frames_in(np.arange(0, 5, 0.5), (1.0, 2.5)).tolist() == [2, 3, 4]
 

@@ -11,7 +11,10 @@ Safety, since video files come from users:
 - only real container demuxers are allowed (`format_whitelist`): FFmpeg probes the content, not the name, so an HLS
   or ffconcat playlist saved as `.mp4`/`.avi` would otherwise open the files it lists; `enable_drefs=0` keeps MP4
   external data references closed too;
-- declared duration, frame size and stream count are checked against `DecodeLimits` before decoding;
+- declared duration, frame size and stream count are checked against `DecodeLimits` before decoding, and every
+  decoded frame again: the decoder itself refuses a frame above `max_side`² pixels before allocating it (FFmpeg's
+  `max_pixels`), and a frame wider or taller than `max_side` fails before any conversion (a file may declare and
+  start small and then grow: MJPEG frames each carry their own size);
 - hangs and crashes are contained by the caller, which runs each file in a child process (`vidsearch.video.workers`).
 
 Timestamps are seconds from the first frame, in presentation order; frame `i` is the i-th frame shown.
@@ -20,6 +23,7 @@ Timestamps are seconds from the first frame, in presentation order; frame `i` is
 from __future__ import annotations
 
 import logging
+import os
 import re
 import stat
 from contextlib import contextmanager
@@ -74,6 +78,7 @@ class VideoInfo:
     width: int  # as displayed, after rotation
     height: int
     rotation: int  # degrees counter-clockwise to apply for display: 0, 90, 180 or 270
+    keyframes: np.ndarray  # bool, one per frame: the container marks it a random-access point (decodable alone)
 
 
 def check_local_file(path: str | Path) -> Path:
@@ -107,10 +112,15 @@ def open_video(path: str | Path, *, limits: DecodeLimits, threads: int = 1) -> I
         _check_limits(container, limits)
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        stream.codec_context.thread_count = threads
+        stream.codec_context.thread_count = min(threads, _usable_cores())  # more threads than cores only cost
+        stream.codec_context.options = {"max_pixels": str(limits.max_side ** 2)}
         yield container
     finally:
         container.close()
+
+
+def _usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _check_limits(container: av.container.InputContainer, limits: DecodeLimits) -> None:
@@ -139,7 +149,7 @@ def probe(path: str | Path, *, limits: DecodeLimits) -> VideoInfo:
     """Every frame's timestamp by a demux-only pass, plus the first frame's rotation; refuses truncated files."""
     with open_video(path, limits=limits) as container:
         stream = container.streams.video[0]
-        pts, end, rotation = _demux_timestamps(container, stream, limits)
+        pts, keyframes, end, rotation = _demux_timestamps(container, stream, limits)
         declared_seconds, declared_frames = _declared_seconds(container), stream.frames
         tick = float(stream.time_base)
         rate = float(stream.average_rate) if stream.average_rate else None
@@ -154,22 +164,23 @@ def probe(path: str | Path, *, limits: DecodeLimits) -> VideoInfo:
     if rotation % 180:
         width, height = height, width
     timestamps = (pts - pts[0]).astype(np.float64) * tick
-    return VideoInfo(form, codec, pts, timestamps, duration, rate or len(pts) / duration, width, height, rotation)
+    return VideoInfo(form, codec, pts, timestamps, duration, rate or len(pts) / duration, width, height, rotation,
+                     keyframes)
 
 
-def _demux_timestamps(container, stream, limits: DecodeLimits) -> tuple[np.ndarray, int, int]:
-    """Presentation timestamps of all frames, the end of the last one, and the rotation of the first frame."""
-    seen: set[int] = set()
+def _demux_timestamps(container, stream, limits: DecodeLimits) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """Presentation timestamps of all frames, which are keyframes, the end of the last one, the first's rotation."""
+    seen: dict[int, bool] = {}
     first, end, rotation = None, None, None
     max_ticks = limits.max_seconds / float(stream.time_base)
     try:
         for packet in container.demux(stream):
             if rotation is None:
-                rotation = _first_rotation(stream, packet)  # the last, empty packet flushes the decoder
+                rotation = _first_rotation(stream, packet, limits)  # the last, empty packet flushes the decoder
             stamp = packet.pts if packet.pts is not None else packet.dts
             if stamp is None or packet.size == 0:
                 continue
-            seen.add(stamp)
+            seen[stamp] = seen.get(stamp, False) or packet.is_keyframe
             first = stamp if first is None else min(first, stamp)
             end = max(end or stamp, stamp + max(packet.duration or 0, 1))
             if stamp - first > max_ticks:
@@ -180,17 +191,19 @@ def _demux_timestamps(container, stream, limits: DecodeLimits) -> tuple[np.ndarr
         raise VideoError("no_frames", "the video stream has no frames")
     if rotation is None:
         raise VideoError("decode_error", "no frame could be decoded")
-    return np.array(sorted(seen), dtype=np.int64), end, rotation
+    stamps = sorted(seen)
+    return np.array(stamps, dtype=np.int64), np.array([seen[t] for t in stamps], dtype=bool), end, rotation
 
 
-def _first_rotation(stream, packet) -> int | None:
+def _first_rotation(stream, packet, limits: DecodeLimits) -> int | None:
     """Feed packets until the decoder gives its first frame; its display matrix says how to turn frames."""
     try:
         frames = stream.codec_context.decode(packet)
     except av.FFmpegError as error:
-        raise VideoError("decode_error", _ffmpeg_message(error)) from None
+        raise _decoding_failed(stream.codec_context, error, limits) from None
     if not frames:
         return None
+    check_frame_size(frames[0], limits)
     rotation = frames[0].rotation
     return 0 if rotation is None or rotation == -(2**31) else round(rotation / 90) % 4 * 90
 
@@ -199,44 +212,93 @@ def decode_frames(path: str | Path, *, info: VideoInfo, indices: list[int], size
                   threads: int = 1) -> np.ndarray:
     """Frames `indices` as uint8 [N, size, size, 3]: short side to `size` (bicubic), centre crop, upright.
 
-    Packets of frames that are not wanted are sent with `skip_frame=NONREF`, so the decoder drops them unless another
-    frame refers to them; only the wanted frames are converted to RGB, and only at the target size.
+    Only what the wanted frames depend on is decoded (see `_decode_only`); only the wanted frames are converted to
+    RGB, and only at the target size.
     """
     wanted = {int(info.pts[i]): position for position, i in enumerate(indices)}
     out = np.empty((len(indices), size, size, 3), dtype=np.uint8)
-    done = 0
     with open_video(path, limits=limits, threads=threads) as container:
         stream = container.streams.video[0]
-        for frame in _decode_only(container, stream, wanted):
+        for frame in _decode_only(stream, container.demux(stream), wanted, info.pts[info.keyframes], limits):
+            check_frame_size(frame, limits)
             out[wanted.pop(frame.pts)] = _square(frame, size=size, rotation=info.rotation)
-            done += 1
     if wanted:
         missing = sorted(float(info.timestamps[indices[p]]) for p in wanted.values())
         raise VideoError("decode_error", f"{len(missing)} frame(s) could not be decoded, first at {missing[0]:.3f} s")
     return out
 
 
-def _decode_only(container, stream, wanted: dict[int, int]) -> Iterator[av.VideoFrame]:
+def _decode_only(stream, packets: Iterator[av.Packet], wanted: dict[int, int], keyframe_pts: np.ndarray,
+                 limits: DecodeLimits) -> Iterator[av.VideoFrame]:
+    """The wanted frames (by pts) out of the decoder, which is sent as little as they need, in decoding order.
+
+    Each packet gets a `skip_frame` level: a wanted frame is decoded in full; any other frame is decoded only if it
+    may be a reference of a wanted frame not yet sent, i.e. one that shows before the next keyframe (`NONREF`: frames
+    nobody refers to are dropped), and not at all otherwise (`ALL`: the rest of a group of pictures after its last
+    wanted frame, and groups without one). A keyframe that follows skipped packets starts afresh, as after a seek:
+    the decoder is drained and reset, or it would take the skipped frames for lost ones and hold back what follows
+    (open groups of pictures). Once every wanted frame is sent, the decoder is drained and reading stops.
+    """
     context = stream.codec_context
+    unsent = set(wanted)
+    next_keyframe, skipped = np.inf, False  # until the first keyframe, nothing may be skipped
     try:
-        for packet in container.demux(stream):
-            if not wanted:
-                return
-            context.skip_frame = "DEFAULT" if packet.pts in wanted or packet.pts is None else "NONREF"
+        for packet in packets:
+            if not unsent:
+                break
+            if packet.is_keyframe and packet.pts is not None:
+                later = keyframe_pts[np.searchsorted(keyframe_pts, packet.pts, side="right"):]
+                next_keyframe = later[0] if len(later) else np.inf
+            level = _skip_level(packet.pts, unsent, next_keyframe)
+            if level == "ALL":
+                skipped = True
+            elif skipped and packet.is_keyframe:
+                yield from (frame for frame in context.decode(None) if frame.pts in wanted)
+                context.flush_buffers()
+                skipped = False
+            context.skip_frame = level
+            unsent.discard(packet.pts)
             yield from (frame for frame in context.decode(packet) if frame.pts in wanted)
+        else:
+            return  # the packets ran out: their last, empty one has drained the decoder
+        yield from (frame for frame in context.decode(None) if frame.pts in wanted)
     except av.FFmpegError as error:
-        raise VideoError("decode_error", _ffmpeg_message(error)) from None
+        raise _decoding_failed(context, error, limits) from None
+
+
+def _skip_level(pts: int | None, unsent: set[int], next_keyframe: float) -> str:
+    if pts is None or pts in unsent:
+        return "DEFAULT"
+    return "NONREF" if unsent and min(unsent) < next_keyframe else "ALL"
 
 
 def iter_frames(path: str | Path, *, limits: DecodeLimits, width: int | None = None,
                 height: int | None = None, threads: int = 1) -> Iterator[np.ndarray]:
     """Every frame's luma as uint8 [H, W] (scaled to width×height when given), in presentation order, as coded."""
     with open_video(path, limits=limits, threads=threads) as container:
+        stream = container.streams.video[0]
         try:
-            for frame in container.decode(video=0):
+            for frame in container.decode(stream):
+                check_frame_size(frame, limits)
                 yield frame.to_ndarray(format="gray", width=width, height=height)
         except av.FFmpegError as error:
-            raise VideoError("decode_error", _ffmpeg_message(error)) from None
+            raise _decoding_failed(stream.codec_context, error, limits) from None
+
+
+def check_frame_size(frame: av.VideoFrame, limits: DecodeLimits) -> None:
+    """Refuse a decoded frame outside the size limit before anything converts or copies it."""
+    if not (0 < frame.width <= limits.max_side and 0 < frame.height <= limits.max_side):
+        at = f" at {float(frame.time):.3f} s" if frame.time is not None else ""
+        raise VideoError("bad_dimensions", f"a frame{at} is {frame.width}×{frame.height} (limit {limits.max_side})")
+
+
+def _decoding_failed(context, error: av.FFmpegError, limits: DecodeLimits) -> VideoError:
+    """The error for a decoder that stopped: the decoder refuses a frame above the pixel limit, and says only
+    'invalid argument' with its size reset to 0, so the size it is left with tells that case apart."""
+    if not (0 < context.width <= limits.max_side and 0 < context.height <= limits.max_side):
+        return VideoError("bad_dimensions", f"a frame is larger than {limits.max_side}×{limits.max_side} "
+                                            f"({_ffmpeg_message(error)})")
+    return VideoError("decode_error", _ffmpeg_message(error))
 
 
 def _square(frame: av.VideoFrame, *, size: int, rotation: int) -> np.ndarray:
