@@ -287,3 +287,20 @@ def test_a_full_disk_stops_frames_with_one_line(videos, tmp_path, monkeypatch, c
     assert err.splitlines()[-1].startswith("vidsearch frames: error: no space left on the device for the keyframes "
                                            f"of {videos['one']} (No space left on device)") and "Traceback" not in err
     assert open_cache(tmp_path).count() == 0  # the video is not marked failed: it was never extracted
+
+
+def test_keyframes_only_caches_intra_frames_at_their_own_times(videos, painted_index, tmp_path):
+    """`frames --keyframes-only` on a clip with an intra frame every 0.7 s: the cache holds those frames, at their
+    own times (0, 1.4, 2.1 s: the first intra frame of each second), not the frames the default sampler picks."""
+    report = build_cache([videos["gop7"]], tmp_path / "kf", FrameConfig(size=48, keyframes_only=True), workers=1)
+    assert report.failures == 0, report.summary()
+    cache = open_cache(tmp_path / "kf")
+    entry = next(cache.ok())
+    assert entry.timestamps == pytest.approx([0.0, 1.4, 2.1])
+    assert [painted_index(frame) for frame in cache.read_frames(entry.id)] == [0, 14, 21]
+
+
+def test_keyframes_only_is_refused_with_the_maxdiff_sampler(videos, tmp_path):
+    with pytest.raises(ValueError, match="uniform sampler only"):
+        build_cache([videos["gop7"]], tmp_path / "kf", FrameConfig(sampler="maxdiff", keyframes_only=True))
+    assert not (tmp_path / "kf").exists()

@@ -572,6 +572,8 @@ def _check_config(config: FrameConfig) -> None:
         raise ValueError("frames, size and fps must be positive and the JPEG quality within 1-100")
     if config.segment_seconds is not None and (config.segment_seconds <= 0 or config.scenes):
         raise ValueError("segment_seconds must be positive and cannot be combined with scenes")
+    if config.keyframes_only and config.sampler != "uniform":
+        raise ValueError("keyframes_only works with the uniform sampler only")
 
 
 def _unchanged(entry: VideoEntry | None, source: Path) -> bool:
@@ -716,7 +718,12 @@ def _windows(source: Path, info: VideoInfo, config: FrameConfig, *, limits: Deco
 
 
 def _sample(candidates: np.ndarray, info: VideoInfo, scores: np.ndarray | None, config: FrameConfig) -> np.ndarray:
-    """Apply the configured sampler to a subset of the frames; returns frame indices of the whole video."""
+    """Apply the configured sampler to a subset of the frames; returns frame indices of the whole video.
+
+    keyframes_only: the uniform sampler chooses among the intra frames of the subset (a moment that holds none keeps
+    all of its frames as candidates, so it still gets keyframes at their exact times)."""
+    if config.keyframes_only and info.keyframes[candidates].any():
+        candidates = candidates[info.keyframes[candidates]]
     if scores is None:
         return candidates[samplers.uniform(info.timestamps[candidates], num_frames=config.frames, fps=config.fps)]
     if len(scores) != len(info.pts):
