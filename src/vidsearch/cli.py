@@ -40,8 +40,12 @@ def _convert_args(parser: argparse.ArgumentParser) -> None:
 
 def _convert_run(args: argparse.Namespace) -> int:
     from vidsearch.model.backbone import convert_to_safetensors
+    from vidsearch.model.weights import WeightsError
 
-    out = convert_to_safetensors(args.source, args.out)
+    try:
+        out = convert_to_safetensors(args.source, args.out)
+    except (WeightsError, OSError) as error:
+        raise UserError(str(error)) from None
     print(f"wrote {out}")
     return 0
 

@@ -17,7 +17,8 @@ import torch
 from open_clip.model import CLIP
 
 from vidsearch.fsutil import sha256_file
-from vidsearch.model.weights import LoadedWeights, WeightsError, check_state_dict, read_weights
+from vidsearch.model.weights import (LoadedWeights, WeightsError, check_shapes, read_hf_directory_config, read_weights,
+                                     shapes_of)
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,12 @@ def build_clip(clip_config: dict[str, Any], *, quick_gelu: bool = False, precisi
     return model.eval()
 
 
+def expected_shapes(clip_config: dict[str, Any]) -> dict[str, torch.Size]:
+    """The parameter shapes of the model a config describes, built on the meta device: nothing is allocated."""
+    with torch.device("meta"):
+        return shapes_of(build_clip(clip_config).state_dict())
+
+
 def load_backbone(
     name: str = "ViT-B-32",
     *,
@@ -86,30 +93,35 @@ def load_backbone(
     if weights is None:
         config = clip_config_for(name)
         return Backbone(build_clip(config, precision=precision), config, bool(config.get("quick_gelu")), None, None)
-    return _from_local_weights(name, read_weights(weights), precision)
+    return _from_local_weights(name, Path(weights), precision)
 
 
-def _from_local_weights(name: str | None, loaded: LoadedWeights, precision: str) -> Backbone:
-    config = _resolve_config(name, loaded)
+def _from_local_weights(name: str | None, path: Path, precision: str) -> Backbone:
+    """The architecture first (named, or from a Hugging Face directory's checked config), then weights checked
+    against its shapes before they are allocated, then the model."""
+    config = _resolve_config(name, path)
+    arch = name or "the directory's config"
+    loaded = read_weights(path, expected=expected_shapes(config), arch=arch)
     quick_gelu = bool(config.get("quick_gelu")) if loaded.quick_gelu is None else loaded.quick_gelu
     config = {**config, "quick_gelu": quick_gelu}
     clip = build_clip(config, precision=precision)
     state = _match_optional_shapes(loaded.state_dict, clip.state_dict())
-    check_state_dict(loaded.path, state, clip.state_dict(), name or "the directory's config")
+    check_shapes(loaded.path, shapes_of(state), shapes_of(clip.state_dict()), arch)
     clip.load_state_dict(state, strict=True)
     log.info("loaded %s weights from %s", loaded.format, loaded.path)
     return Backbone(clip, config, quick_gelu, _weights_sha256(loaded), str(loaded.path))
 
 
-def _resolve_config(name: str | None, loaded: LoadedWeights) -> dict[str, Any]:
-    if loaded.clip_config is None:
+def _resolve_config(name: str | None, path: Path) -> dict[str, Any]:
+    if not path.is_dir():
         return clip_config_for(name or "ViT-B-32")
+    directory_config = read_hf_directory_config(path)[3]
     if name is not None:
         named = clip_config_for(name)
-        if _core_dims(named) != _core_dims(loaded.clip_config):
-            raise WeightsError(loaded.path, f"wrong architecture: the directory describes {_core_dims(loaded.clip_config)}"
-                                            f" but '{name}' is {_core_dims(named)}")
-    return loaded.clip_config
+        if _core_dims(named) != _core_dims(directory_config):
+            raise WeightsError(path, f"wrong architecture: the directory describes {_core_dims(directory_config)}"
+                                     f" but '{name}' is {_core_dims(named)}")
+    return directory_config
 
 
 def _core_dims(config: dict[str, Any]) -> dict[str, Any]:
