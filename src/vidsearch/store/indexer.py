@@ -122,7 +122,7 @@ def index_cache(
     info = _store_info(source, cache_dir)
     by_id = {record.video_id: record for record in records}
     model = model.to(device).eval()
-    progress = tqdm(total=len(todo), desc="index", unit="video")
+    progress = tqdm(total=len(todo), desc="index", unit="video", disable=not todo)
     for number, chunk in enumerate(_chunks(todo, CHUNK_VIDEOS)):
         features, rows = _encode_chunk(model, cache, chunk, by_id, batch_size, device, progress)
         publish = feature_store.write if rebuild and number == 0 else feature_store.add
