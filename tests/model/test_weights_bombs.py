@@ -44,6 +44,11 @@ def run(job):
         with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
             if job["mode"] == "convert":
                 result["exit"] = main(["convert", job["path"], "--out", job["out"]])
+            elif job["mode"] == "checkpoint":
+                from vidsearch.model.checkpoint import load_checkpoint
+
+                load_checkpoint(job["path"])
+                result["outcome"] = "loaded"
             else:
                 load_backbone(None if job["mode"] == "load-directory" else "vidsearch-tiny", weights=job["path"])
                 result["outcome"] = "loaded"
@@ -262,6 +267,25 @@ HF_CONFIGS = {
 }
 
 
+def _checkpoint(tmp: Path, vision: dict) -> Path:
+    """A real vidsearch checkpoint whose config.json then claims a larger vision tower."""
+    from vidsearch.model.checkpoint import save_checkpoint
+    from vidsearch.model.source import ModelSource
+
+    save_checkpoint(ModelSource(backbone="vidsearch-tiny", num_frames=2).load(), tmp / "ckpt")
+    config = json.loads((tmp / "ckpt" / "config.json").read_text())
+    config["clip_config"]["vision_cfg"].update(vision)
+    (tmp / "ckpt" / "config.json").write_text(json.dumps(config))
+    return tmp / "ckpt"
+
+
+CHECKPOINT_CONFIGS = {
+    "checkpoint-config-absurd-but-in-range": ({"width": 16384, "layers": 64},
+                                              "describes a model of .* parameters but model.safetensors"),
+    "checkpoint-config-million-layers": ({"layers": 10**6}, "vision_cfg.layers is 1000000: expected an integer"),
+}
+
+
 def _genuine(tmp: Path) -> Path:
     from vidsearch.model.backbone import build_clip, clip_config_for
 
@@ -280,6 +304,9 @@ def results(tmp_path_factory) -> dict[str, tuple[dict, Path]]:
     for name, (vision, _) in HF_CONFIGS.items():
         paths[name] = _hf_directory(tmp_path_factory.mktemp(name), vision)
         jobs[name] = {"mode": "load-directory", "path": str(paths[name])}
+    for name, (vision, _) in CHECKPOINT_CONFIGS.items():
+        paths[name] = _checkpoint(tmp_path_factory.mktemp(name), vision)
+        jobs[name] = {"mode": "checkpoint", "path": str(paths[name])}
     paths["genuine"] = _genuine(tmp_path_factory.mktemp("genuine"))
     jobs["genuine"] = {"mode": "load", "path": str(paths["genuine"])}
     outcome = run_child(jobs)
@@ -311,6 +338,14 @@ def test_hugging_face_config_with_absurd_dimensions_is_refused_before_building(n
     assert result["peak_mb"] < MAX_PEAK_MB, result
 
 
+@pytest.mark.parametrize("name", sorted(CHECKPOINT_CONFIGS))
+def test_checkpoint_config_with_absurd_dimensions_is_refused_before_building(name, results):
+    result, _ = results[name]
+    assert result["outcome"] == "refused" and "config.json" in result["message"], result
+    assert re.search(CHECKPOINT_CONFIGS[name][1], result["message"]), result
+    assert result["peak_mb"] < MAX_PEAK_MB, result
+
+
 def test_a_genuine_file_loads_under_the_same_limit(results):
     """The limit is not what refuses the crafted files: real weights of the same architecture load under it."""
     result, path = results["genuine"]
@@ -330,6 +365,9 @@ def measure(budget_mb: int) -> None:
     for name, (vision, _) in HF_CONFIGS.items():
         (root / name).mkdir()
         jobs[name] = {"mode": "load-directory", "path": str(_hf_directory(root / name, vision))}
+    for name, (vision, _) in CHECKPOINT_CONFIGS.items():
+        (root / name).mkdir()
+        jobs[name] = {"mode": "checkpoint", "path": str(_checkpoint(root / name, vision))}
     (root / "genuine").mkdir()
     jobs["genuine"] = {"mode": "load", "path": str(_genuine(root / "genuine"))}
     for name, result in run_child(jobs, budget_mb << 20).items():

@@ -293,9 +293,10 @@ def check_clip_config(path: str | Path, clip_config: dict[str, Any], weights_fil
     the model is sized on PyTorch's meta device, which allocates nothing."""
     from vidsearch.model.backbone import expected_shapes
 
+    _check_tower_dimensions(path, clip_config)
     try:
         shapes = expected_shapes(clip_config)
-    except (TypeError, ValueError, KeyError, ZeroDivisionError, RuntimeError) as error:
+    except (TypeError, ValueError, KeyError, ZeroDivisionError, RuntimeError, AssertionError) as error:
         raise WeightsError(path, f"invalid model config ({_first_line(error)})") from None
     parameters = sum(shape.numel() for shape in shapes.values())
     size = weights_file.stat().st_size
@@ -305,6 +306,23 @@ def check_clip_config(path: str | Path, clip_config: dict[str, Any], weights_fil
 
 
 _CONFIG_SLACK_BYTES = 1 << 20
+# The same bounds in open_clip's names (a checkpoint's config.json records its open_clip config).
+_TOWER_LIMITS = {"embed_dim": 16384, "width": 16384, "layers": 256, "heads": 1024, "head_width": 16384,
+                 "image_size": 4096, "patch_size": 1024, "context_length": 4096, "vocab_size": 1_000_000}
+
+
+def _check_tower_dimensions(path: str | Path, clip_config: dict[str, Any]) -> None:
+    """Bounded integers before the model is even sized: a config of a million layers would take that many modules."""
+    sections = {"": clip_config, "vision_cfg.": clip_config.get("vision_cfg"), "text_cfg.": clip_config.get("text_cfg")}
+    for prefix, section in sections.items():
+        if not isinstance(section, dict):
+            raise WeightsError(path, f"model config without {prefix.rstrip('.') or 'a mapping'}")
+        for key, limit in _TOWER_LIMITS.items():
+            values = section.get(key, 1)
+            for value in values if isinstance(values, (list, tuple)) else [values]:
+                if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= limit:
+                    raise WeightsError(path, f"{prefix}{key} is {str(values)[:40]}: expected an integer from 1 to "
+                                             f"{limit}")
 
 
 _HF_LAYER_NAMES = {
