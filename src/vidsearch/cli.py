@@ -11,10 +11,13 @@ import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from vidsearch import __version__
 from vidsearch.distributed import env_rank
+
+if TYPE_CHECKING:
+    from vidsearch.store.indexer import IndexReport
 
 log = logging.getLogger(__name__)
 
@@ -278,23 +281,26 @@ def _check_checkpoint_exists(checkpoint: str) -> None:
     path = Path(checkpoint)
     if (path / "config.json").is_file():
         return
+    missing = "does not exist" if not path.exists() else "is not a vidsearch checkpoint (no config.json)"
     run = path.parent
     if not (run / "run.json").is_file():
-        missing = "does not exist" if not path.exists() else "is not a vidsearch checkpoint (no config.json)"
         raise UserError(f"{path} {missing}; a checkpoint is a directory that `vidsearch train` writes (RUN/best, "
                         "RUN/epoch-K)")
-    why = "the run has not finished an epoch"
     try:
         step = json.loads((run / "state" / "trainer.json").read_text())["progress"]["step"]
         val_split = json.loads((run / "run.json").read_text())["train"]["val_split"]
     except (OSError, ValueError, KeyError, TypeError):
         step = val_split = None
-    if val_split == "none" and path.name == "best":
+    if path.name == "best" and val_split == "none":
         why = "the run validates on no split (--val-split none), so it never writes best/"
-    elif step is not None:
+    elif step is None:
+        why = "the run has not saved a training state yet"
+    elif path.name == "best":
         why = f"training stopped at step {step}, before its first validation (validation runs at the end of an epoch)"
+    else:
+        why = f"training stopped at step {step}"
     others = sorted(p.name for p in run.iterdir() if (p / "config.json").is_file())
-    raise UserError(f"{path} does not exist: {why}"
+    raise UserError(f"{path} {missing}: {why}"
                     + (f"; checkpoints in {run}: {', '.join(others)}" if others else "")
                     + f"; continue the run with `vidsearch train ... --out {run} --resume`")
 
@@ -373,7 +379,7 @@ def _index_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _index_summary(report) -> str:
+def _index_summary(report: "IndexReport") -> str:
     rest = (f"{_count(report.videos_skipped, 'video')} already in the store, "
             f"{report.videos_failed_in_cache} failed in the cache")
     if report.version is None:
@@ -436,6 +442,10 @@ def _serve_run(args: argparse.Namespace) -> int:
               https=args.behind_https_proxy)
     except LibraryUnavailable as error:
         raise UserError(str(error)) from None
+    except OSError as error:
+        if not _is_listen_error(error):
+            raise
+        raise _listen_error(args.host, args.port, error) from None
     return 0
 
 
@@ -452,7 +462,6 @@ def _check_store_exists(store: str) -> None:
 
 def _check_port_free(host: str, port: int) -> None:
     """Bind the port the way the server will (address reuse on) and let it go: a busy port is said before any work."""
-    import errno
     import socket
 
     try:
@@ -465,14 +474,27 @@ def _check_port_free(host: str, port: int) -> None:
         try:
             probe.bind(address)
         except OSError as error:
-            if error.errno == errno.EADDRINUSE:
-                raise UserError(f"port {port} on {host} is in use (another vidsearch serve or demo?); stop it or "
-                                f"pick another port with --port, e.g. --port {port + 1}") from None
-            raise UserError(f"cannot listen on {host}:{port}: {error.strerror}") from None
+            raise _listen_error(host, port, error) from None
+
+
+def _is_listen_error(error: OSError) -> bool:
+    import errno
+
+    return error.errno in {errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES}
+
+
+def _listen_error(host: str, port: int, error: OSError) -> UserError:
+    import errno
+
+    if error.errno == errno.EADDRINUSE:
+        return UserError(f"port {port} on {host} is in use (another vidsearch serve or demo?); stop it or pick "
+                         f"another port with --port, e.g. --port {port + 1}")
+    return UserError(f"cannot listen on {host}:{port}: {error.strerror or error}")
 
 
 def _format_hits(result) -> str:
-    lines = [f"{_count(len(result.hits), 'video')} for {result.query!r} ({result.index}, {sum(result.timings_ms.values()):.1f} ms)"]
+    took_ms = sum(result.timings_ms.values())
+    lines = [f"{_count(len(result.hits), 'video')} for {result.query!r} ({result.index}, {took_ms:.1f} ms)"]
     for rank, hit in enumerate(result.hits, 1):
         moment = hit.moments[0] if hit.moments else None
         span = f" {moment.start:.1f}–{moment.end:.1f} s" if moment and moment.start is not None else ""
@@ -508,7 +530,12 @@ def _demo_run(args: argparse.Namespace) -> int:
     print(f"\nserving the demo library on http://{args.host}:{args.port}/  (Ctrl-C stops)\ntry:")
     for query in EXAMPLE_QUERIES:
         print(f"  {query}")
-    serve(store_dir=report.paths.store, host=args.host, port=args.port)
+    try:
+        serve(store_dir=report.paths.store, host=args.host, port=args.port)
+    except OSError as error:  # the port was taken while the demo was being prepared
+        if not _is_listen_error(error):
+            raise
+        raise _listen_error(args.host, args.port, error) from None
     return 0
 
 
@@ -611,8 +638,12 @@ def _silence_stdout() -> None:
     """After the reader of stdout went away, point stdout at /dev/null so the exit's flush cannot fail again."""
     import os
 
+    try:
+        descriptor = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # stdout is not a file (an embedding program's stream)
+        return
     devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
+    os.dup2(devnull, descriptor)
     os.close(devnull)
 
 

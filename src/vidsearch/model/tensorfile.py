@@ -216,7 +216,16 @@ class DescribedFile:
 
 
 def describe_zip(path: Path, archive: zipfile.ZipFile, *, torchscript: bool) -> DescribedFile:
-    """A `torch.save` zip or a TorchScript archive: the pickle described, every record's size checked."""
+    """A `torch.save` zip or a TorchScript archive: the pickle described, every record's size checked (the archive
+    is closed when this fails, else by the description's `close`)."""
+    try:
+        return _describe_zip(path, archive, torchscript=torchscript)
+    except BaseException:
+        archive.close()
+        raise
+
+
+def _describe_zip(path: Path, archive: zipfile.ZipFile, *, torchscript: bool) -> DescribedFile:
     names = archive.namelist()
     data_name = next((n for n in names if n.count("/") == 1 and n.endswith("/data.pkl")), None)
     if data_name is None:
