@@ -457,7 +457,8 @@ def _check_store_exists(store: str) -> None:
         read_manifest(Path(store))
     except StoreError as error:
         raise UserError(f"{error}. Make one with `vidsearch frames VIDEOS --out CACHE` then `vidsearch index "
-                        f"--frames CACHE --store {store} --checkpoint RUN/best` (or --weights / --pretrained)") from None
+                        f"--frames CACHE --store {store} --checkpoint RUN/best` (or --weights / --pretrained)"
+                        ) from None
 
 
 def _check_port_free(host: str, port: int) -> None:
