@@ -11,10 +11,14 @@ import errno
 import logging
 import sys
 from dataclasses import dataclass
-from typing import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 from vidsearch import __version__
 from vidsearch.distributed import env_rank
+
+if TYPE_CHECKING:
+    from vidsearch.store.indexer import IndexReport
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +45,12 @@ def _convert_args(parser: argparse.ArgumentParser) -> None:
 
 def _convert_run(args: argparse.Namespace) -> int:
     from vidsearch.model.backbone import convert_to_safetensors
+    from vidsearch.model.weights import WeightsError
 
-    out = convert_to_safetensors(args.source, args.out)
+    try:
+        out = convert_to_safetensors(args.source, args.out)
+    except (WeightsError, OSError) as error:
+        raise UserError(str(error)) from None
     print(f"wrote {out}")
     return 0
 
@@ -89,13 +97,11 @@ def _import_run(args: argparse.Namespace) -> int:
         records = _import_records(args)
     except (ManifestError, OSError) as error:
         raise UserError(str(error)) from None
-    print(f"wrote {len(records)} videos to {save_manifest(records, args.out)}")
+    print(f"wrote {_count(len(records), 'video')} to {save_manifest(records, args.out)}")
     return 0
 
 
 def _import_records(args: argparse.Namespace) -> list:
-    from pathlib import Path
-
     from vidsearch.data.manifest import import_captions
     from vidsearch.data.msrvtt import convert_msrvtt
     from vidsearch.data.msvd import convert_msvd
@@ -141,6 +147,8 @@ def _frames_run(args: argparse.Namespace) -> int:
     config = FrameConfig(sampler=args.sampler, frames=args.frames, size=args.size, fps=args.fps,
                          jpeg_quality=args.quality, segment_seconds=args.segment_seconds, scenes=args.scenes,
                          keyframes_only=args.keyframes_only)
+    if not _frames_inputs_have_videos(args.inputs):
+        return 1
     try:
         report = build_cache(args.inputs, args.out, config, workers=args.workers,
                              limits=DecodeLimits(timeout_s=args.timeout))
@@ -159,6 +167,20 @@ def _disk_full(error: OSError, command: str) -> int:
     print(f"vidsearch {command}: error: {error.strerror or error}: free some space, then run it again",
           file=sys.stderr)
     return 1
+
+
+def _frames_inputs_have_videos(inputs: list[str]) -> bool:
+    """Checked before the cache is created: a missing input is an error, inputs without any video a warning."""
+    from vidsearch.video.cache import VIDEO_SUFFIXES, find_videos
+
+    try:
+        found = find_videos(inputs)
+    except FileNotFoundError as error:
+        raise UserError(f"{error}; nothing was created") from None
+    if not found:
+        print(f"vidsearch frames: warning: no video files in {', '.join(inputs)} (looked for "
+              f"{' '.join(sorted(VIDEO_SUFFIXES))}); nothing was created", file=sys.stderr)
+    return bool(found)
 
 
 def _train_args(parser: argparse.ArgumentParser) -> None:
@@ -244,7 +266,7 @@ def _evaluate_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="vidsearch checkpoint directory")
     parser.add_argument("--data", required=True, help="data manifest (JSON Lines)")
     parser.add_argument("--frames", required=True, help="keyframe cache directory")
-    parser.add_argument("--split", choices=["train", "val", "test"], default="test")
+    parser.add_argument("--split", choices=["train", "val", "test"], default="test", help="split to evaluate")
     parser.add_argument("--dsl", action="store_true", help="also report dual-softmax re-scored results")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     parser.add_argument("--workers", type=int, default=2, help="JPEG decoding processes")
@@ -258,6 +280,7 @@ def _evaluate_run(args: argparse.Namespace) -> int:
     from vidsearch.model.weights import WeightsError
     from vidsearch.video.cache import CacheFormatError
 
+    _check_checkpoint_exists(args.checkpoint)
     try:
         evaluation = evaluate_checkpoint(args.checkpoint, manifest=args.data, frames=args.frames, split=args.split,
                                          workers=args.workers)
@@ -269,6 +292,37 @@ def _evaluate_run(args: argparse.Namespace) -> int:
     else:
         print(evaluation.table(label=args.checkpoint, dsl=args.dsl))
     return 0
+
+
+def _check_checkpoint_exists(checkpoint: str) -> None:
+    """A missing checkpoint, and when it sits in a training run directory, why the run has not written it."""
+    import json
+
+    path = Path(checkpoint)
+    if (path / "config.json").is_file():
+        return
+    missing = "does not exist" if not path.exists() else "is not a vidsearch checkpoint (no config.json)"
+    run = path.parent
+    if not (run / "run.json").is_file():
+        raise UserError(f"{path} {missing}; a checkpoint is a directory that `vidsearch train` writes (RUN/best, "
+                        "RUN/epoch-K)")
+    try:
+        step = json.loads((run / "state" / "trainer.json").read_text())["progress"]["step"]
+        val_split = json.loads((run / "run.json").read_text())["train"]["val_split"]
+    except (OSError, ValueError, KeyError, TypeError):
+        step = val_split = None
+    if path.name == "best" and val_split == "none":
+        why = "the run validates on no split (--val-split none), so it never writes best/"
+    elif step is None:
+        why = "the run has not saved a training state yet"
+    elif path.name == "best":
+        why = f"training stopped at step {step}, before its first validation (validation runs at the end of an epoch)"
+    else:
+        why = f"training stopped at step {step}"
+    others = sorted(p.name for p in run.iterdir() if (p / "config.json").is_file())
+    raise UserError(f"{path} {missing}: {why}"
+                    + (f"; checkpoints in {run}: {', '.join(others)}" if others else "")
+                    + f"; continue the run with `vidsearch train ... --out {run} --resume`")
 
 
 def _add_model_source_args(parser: argparse.ArgumentParser) -> None:
@@ -341,12 +395,23 @@ def _index_run(args: argparse.Namespace) -> int:
         raise UserError(str(error)) from None
     except OSError as error:
         return _disk_full(error, "index")
-    print(f"indexed {report.videos_added} videos ({report.rows_added} rows), {report.videos_skipped} already in the "
-          f"store, {report.videos_failed_in_cache} failed in the cache; store version {report.version} "
-          f"in {report.seconds:.1f} s")
+    print(_index_summary(report))
     if captions:
         print(captions)
     return 0
+
+
+def _index_summary(report: "IndexReport") -> str:
+    rest = (f"{_count(report.videos_skipped, 'video')} already in the store, "
+            f"{report.videos_failed_in_cache} failed in the cache")
+    if report.version is None:
+        return f"nothing new to index: {rest}; the store is unchanged ({report.seconds:.1f} s)"
+    return (f"indexed {_count(report.videos_added, 'video')} ({_count(report.rows_added, 'row')}), {rest}; "
+            f"store version {report.version} in {report.seconds:.1f} s")
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" + ("" if number == 1 else "s")
 
 
 def _search_args(parser: argparse.ArgumentParser) -> None:
@@ -392,16 +457,67 @@ def _serve_run(args: argparse.Namespace) -> int:
     from vidsearch.web.library.engine import LibraryUnavailable
     from vidsearch.web.server import serve
 
+    _check_port_free(args.host, args.port)
+    _check_store_exists(args.store)
     try:
         serve(store_dir=args.store, host=args.host, port=args.port, threads=args.threads,
               https=args.behind_https_proxy)
     except LibraryUnavailable as error:
         raise UserError(str(error)) from None
+    except OSError as error:
+        if not _is_listen_error(error):
+            raise
+        raise _listen_error(args.host, args.port, error) from None
     return 0
 
 
+def _check_store_exists(store: str) -> None:
+    """Before anything is created under it: `serve` needs a store that `vidsearch index` made."""
+    from vidsearch.store.store import StoreError, read_manifest
+
+    try:
+        read_manifest(Path(store))
+    except StoreError as error:
+        raise UserError(f"{error}. Make one with `vidsearch frames VIDEOS --out CACHE` then `vidsearch index "
+                        f"--frames CACHE --store {store} --checkpoint RUN/best` (or --weights / --pretrained)"
+                        ) from None
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Bind the port the way the server will (address reuse on) and let it go: a busy port is said before any work."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as error:
+        raise UserError(f"cannot listen on {host}: {error.strerror}; pass an address with --host") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as error:
+            raise _listen_error(host, port, error) from None
+
+
+def _is_listen_error(error: OSError) -> bool:
+    import errno
+
+    return error.errno in {errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES}
+
+
+def _listen_error(host: str, port: int, error: OSError) -> UserError:
+    import errno
+
+    if error.errno == errno.EADDRINUSE:
+        return UserError(f"port {port} on {host} is in use (another vidsearch serve or demo?); stop it or pick "
+                         f"another port with --port, e.g. --port {port + 1}")
+    return UserError(f"cannot listen on {host}:{port}: {error.strerror or error}")
+
+
 def _format_hits(result) -> str:
-    lines = [f"{len(result.hits)} videos for {result.query!r} ({result.index}, {sum(result.timings_ms.values()):.1f} ms)"]
+    took_ms = sum(result.timings_ms.values())
+    lines = [f"{_count(len(result.hits), 'video')} for {result.query!r} ({result.index}, {took_ms:.1f} ms)"]
     for rank, hit in enumerate(result.hits, 1):
         moment = hit.moments[0] if hit.moments else None
         span = f" {moment.start:.1f}–{moment.end:.1f} s" if moment and moment.start is not None else ""
@@ -427,6 +543,8 @@ def _demo_run(args: argparse.Namespace) -> int:
     from vidsearch.demo import EXAMPLE_QUERIES, prepare_demo
     from vidsearch.web.server import serve
 
+    if not args.no_serve:
+        _check_port_free(args.host, args.port)
     report = prepare_demo(workdir=args.workdir, retrain=args.retrain, videos=args.videos)
     stages = ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in report.seconds.items())
     print(f"demo ready ({stages}); checkpoint {report.checkpoint}")
@@ -435,7 +553,12 @@ def _demo_run(args: argparse.Namespace) -> int:
     print(f"\nserving the demo library on http://{args.host}:{args.port}/  (Ctrl-C stops)\ntry:")
     for query in EXAMPLE_QUERIES:
         print(f"  {query}")
-    serve(store_dir=report.paths.store, host=args.host, port=args.port)
+    try:
+        serve(store_dir=report.paths.store, host=args.host, port=args.port)
+    except OSError as error:  # the port was taken while the demo was being prepared
+        if not _is_listen_error(error):
+            raise
+        raise _listen_error(args.host, args.port, error) from None
     return 0
 
 
@@ -465,6 +588,19 @@ COMMANDS: dict[str, Command] = {
 # --- entry point -----------------------------------------------------------------------------------------------------
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, except where there is none to show (None, off) or the help already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if _no_default(action) or "default" in (action.help or ""):
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
+def _no_default(action: argparse.Action) -> bool:
+    return action.default is None or action.default is False or action.default == argparse.SUPPRESS
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vidsearch",
@@ -474,8 +610,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, command in COMMANDS.items():
-        child = sub.add_parser(name, help=command.help, description=command.help)
+        child = sub.add_parser(name, help=command.help, description=command.help, formatter_class=_HelpFormatter)
         command.add_arguments(child)
+        for action in child._actions:  # options without a help line still show their default
+            if action.help is None and not _no_default(action):
+                action.help = "(default: %(default)s)"
         child.set_defaults(_run=command.run)
     return parser
 
@@ -490,11 +629,45 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
     try:
-        return args._run(args)
+        with logging_redirect_tqdm():  # a log line does not break a progress bar into two
+            status = args._run(args)
+        sys.stdout.flush()  # a closed pipe (`| head`) shows here, not in the interpreter's exit
+        return status
     except UserError as error:
         print(f"vidsearch {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        hint = RESUME_HINTS.get(args.command, "")
+        print(f"vidsearch {args.command}: interrupted" + (f"; {hint}" if hint else ""), file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        _silence_stdout()
+        return 141  # what a shell reports for a process ended by SIGPIPE
+
+
+# What a re-run does after Ctrl-C, for the commands whose work survives an interruption.
+RESUME_HINTS = {
+    "frames": "run the same command again to resume: finished videos are kept and skipped",
+    "index": "run the same command again to resume: videos already in the store are skipped",
+    "train": "run it again with --resume to continue from the last saved state",
+    "demo": "run it again to resume: finished stages are skipped",
+}
+
+
+def _silence_stdout() -> None:
+    """After the reader of stdout went away, point stdout at /dev/null so the exit's flush cannot fail again."""
+    import os
+
+    try:
+        descriptor = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # stdout is not a file (an embedding program's stream)
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, descriptor)
+    os.close(devnull)
 
 
 if __name__ == "__main__":

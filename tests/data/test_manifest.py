@@ -106,6 +106,11 @@ def test_import_jsonl_accepts_caption_lists_and_a_default_split(tmp_path):
     ("video,caption\na/v.mp4,x\nb/v.mp4,y\n", ":3: "),
     ("video,caption,split\na.mp4,x,holdout\n", ":2: video 'a': split must be one of"),
     ("video,caption\n,x\n", ":2: missing video path"),
+    ("video,caption\na.mp4,x\nthis row has no comma\n", ":3: expected video,caption[,split,category] but the row "
+                                                         "has one field ('this row has no comma': is a comma missing?)"),
+    ("video,caption\na.mp4,\n", ":2: empty caption for 'a.mp4'"),
+    ("video,caption,split\na.mp4,  ,train\n", ":2: empty caption for 'a.mp4'"),
+    ("video,caption\na.mp4,x,test\n", ":2: more fields than the header's (3 fields)"),
 ])
 def test_import_csv_errors_name_the_line(tmp_path, content, message):
     path = tmp_path / "c.csv"

@@ -219,7 +219,20 @@ def _csv_rows(path: Path) -> Iterable[tuple[str, dict[str, Any]]]:
         if missing:
             raise ManifestError(f"{path}:1: the header needs column(s) {', '.join(sorted(missing))}")
         for row in reader:
-            yield f"{path}:{reader.line_num}", {key: value for key, value in row.items() if value not in (None, "")}
+            where = f"{path}:{reader.line_num}"
+            _check_csv_row(row, where=where)
+            yield where, {key: value for key, value in row.items() if value not in (None, "")}
+
+
+def _check_csv_row(row: dict[str | None, Any], *, where: str) -> None:
+    """Every CSV row names a video and a caption: a row without a comma, or with an empty field, is a mistake."""
+    if None in row:
+        raise ManifestError(f"{where}: more fields than the header's ({len(row) - 1 + len(row[None])} fields)")
+    if row.get("caption") is None:
+        raise ManifestError(f"{where}: expected video,caption[,split,category] but the row has one field "
+                            f"({str(row.get('video'))[:60]!r}: is a comma missing?)")
+    if not row["caption"].strip():
+        raise ManifestError(f"{where}: empty caption for {str(row.get('video'))[:60]!r}")
 
 
 def _jsonl_rows(path: Path) -> Iterable[tuple[str, dict[str, Any]]]:

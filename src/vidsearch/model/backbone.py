@@ -8,16 +8,21 @@ open_clip when online), or a local file or directory read by `vidsearch.model.we
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import open_clip
 import torch
 from open_clip.model import CLIP
 
 from vidsearch.fsutil import sha256_file
-from vidsearch.model.weights import LoadedWeights, WeightsError, check_state_dict, read_weights
+from vidsearch.model.weights import (WHERE_WEIGHTS_COME_FROM, LoadedWeights, WeightsError, check_shapes,
+                                     read_hf_directory_config, read_weights, shapes_of)
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +72,12 @@ def build_clip(clip_config: dict[str, Any], *, quick_gelu: bool = False, precisi
     return model.eval()
 
 
+def expected_shapes(clip_config: dict[str, Any]) -> dict[str, torch.Size]:
+    """The parameter shapes of the model a config describes, built on the meta device: nothing is allocated."""
+    with torch.device("meta"):
+        return shapes_of(build_clip(clip_config).state_dict())
+
+
 def load_backbone(
     name: str = "ViT-B-32",
     *,
@@ -86,30 +97,35 @@ def load_backbone(
     if weights is None:
         config = clip_config_for(name)
         return Backbone(build_clip(config, precision=precision), config, bool(config.get("quick_gelu")), None, None)
-    return _from_local_weights(name, read_weights(weights), precision)
+    return _from_local_weights(name, Path(weights), precision)
 
 
-def _from_local_weights(name: str | None, loaded: LoadedWeights, precision: str) -> Backbone:
-    config = _resolve_config(name, loaded)
+def _from_local_weights(name: str | None, path: Path, precision: str) -> Backbone:
+    """The architecture first (named, or from a Hugging Face directory's checked config), then weights checked
+    against its shapes before they are allocated, then the model."""
+    config = _resolve_config(name, path)
+    arch = name or "the directory's config"
+    loaded = read_weights(path, expected=expected_shapes(config), arch=arch)
     quick_gelu = bool(config.get("quick_gelu")) if loaded.quick_gelu is None else loaded.quick_gelu
     config = {**config, "quick_gelu": quick_gelu}
     clip = build_clip(config, precision=precision)
     state = _match_optional_shapes(loaded.state_dict, clip.state_dict())
-    check_state_dict(loaded.path, state, clip.state_dict(), name or "the directory's config")
+    check_shapes(loaded.path, shapes_of(state), shapes_of(clip.state_dict()), arch)
     clip.load_state_dict(state, strict=True)
     log.info("loaded %s weights from %s", loaded.format, loaded.path)
     return Backbone(clip, config, quick_gelu, _weights_sha256(loaded), str(loaded.path))
 
 
-def _resolve_config(name: str | None, loaded: LoadedWeights) -> dict[str, Any]:
-    if loaded.clip_config is None:
+def _resolve_config(name: str | None, path: Path) -> dict[str, Any]:
+    if not path.is_dir():
         return clip_config_for(name or "ViT-B-32")
+    directory_config = read_hf_directory_config(path)[3]
     if name is not None:
         named = clip_config_for(name)
-        if _core_dims(named) != _core_dims(loaded.clip_config):
-            raise WeightsError(loaded.path, f"wrong architecture: the directory describes {_core_dims(loaded.clip_config)}"
-                                            f" but '{name}' is {_core_dims(named)}")
-    return loaded.clip_config
+        if _core_dims(named) != _core_dims(directory_config):
+            raise WeightsError(path, f"wrong architecture: the directory describes {_core_dims(directory_config)}"
+                                     f" but '{name}' is {_core_dims(named)}")
+    return directory_config
 
 
 def _core_dims(config: dict[str, Any]) -> dict[str, Any]:
@@ -134,13 +150,64 @@ def _weights_sha256(loaded: LoadedWeights) -> str:
 
 
 def _from_pretrained_tag(name: str, tag: str, precision: str) -> Backbone:
+    check_pretrained_available(name, tag)
     try:
         clip = open_clip.create_model(name, pretrained=tag, precision=precision, require_pretrained=True)
     except Exception as error:  # open_clip raises many kinds here: network, hub, unknown tag
-        raise WeightsError(f"{name}:{tag}", f"could not get open_clip pretrained weights ({error}). Without internet, "
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise WeightsError(f"{name}:{tag}", f"could not get open_clip pretrained weights ({detail}). Without internet, "
                                             "download them once elsewhere and pass --weights FILE") from error
     config = {**clip_config_for(name), "quick_gelu": _uses_quick_gelu(clip)}
     return Backbone(clip.eval(), config, config["quick_gelu"], None, f"open_clip:{name}:{tag}")
+
+
+def check_pretrained_available(name: str, tag: str) -> None:
+    """Fail at once, in one line, when open_clip would have to download the weights and the network is not there
+    (open_clip and the Hugging Face hub would otherwise retry for a minute, warning at every try)."""
+    cfg = open_clip.get_pretrained_cfg(name, tag)
+    if not cfg:
+        tags = open_clip.list_pretrained_tags_by_model(name)
+        raise WeightsError(f"{name}:{tag}", f"open_clip has no pretrained weights '{tag}' for {name}"
+                                            + (f" (it has: {', '.join(tags)})" if tags else ""))
+    if _pretrained_in_cache(cfg):
+        return
+    host = "huggingface.co" if cfg.get("hf_hub") and _has_hf_hub() else urlparse(cfg.get("url", "")).hostname
+    offline = cfg.get("hf_hub") and os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
+    if offline or not host or not _reachable(host):
+        raise WeightsError(f"{name}:{tag}", f"open_clip's '{tag}' weights for {name} are not in the local cache and "
+                                            f"{host or 'their server'} cannot be reached (offline?). Download them "
+                                            "once on a machine with internet and pass --weights FILE; "
+                                            + WHERE_WEIGHTS_COME_FROM)
+
+
+def _has_hf_hub() -> bool:
+    try:
+        import huggingface_hub  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _pretrained_in_cache(cfg: dict[str, Any]) -> bool:
+    if cfg.get("hf_hub") and _has_hf_hub():
+        from huggingface_hub import try_to_load_from_cache
+
+        model_id, filename = os.path.split(cfg["hf_hub"])
+        names = {filename or "open_clip_pytorch_model.bin", "open_clip_model.safetensors"}
+        return any(isinstance(try_to_load_from_cache(model_id, name), str) for name in names)
+    url = cfg.get("url", "")
+    return bool(url) and (Path("~/.cache/clip").expanduser() / os.path.basename(url)).is_file()
+
+
+def _reachable(host: str, timeout_s: float = 5.0) -> bool:
+    """Whether a TCP connection to the host (or to the HTTPS proxy the environment names) opens."""
+    proxy = urllib.request.getproxies().get("https")
+    target = (urlparse(proxy).hostname, urlparse(proxy).port or 443) if proxy else (host, 443)
+    try:
+        socket.create_connection(target, timeout=timeout_s).close()
+    except OSError:
+        return False
+    return True
 
 
 def _uses_quick_gelu(clip: torch.nn.Module) -> bool:

@@ -19,7 +19,7 @@ from vidsearch.config import ModelConfig, from_dict
 from vidsearch.fsutil import atomic_write_text, sha256_file
 from vidsearch.model.backbone import Backbone, build_clip, save_file_atomic
 from vidsearch.model.videoclip import VideoTextModel
-from vidsearch.model.weights import WeightsError, check_state_dict
+from vidsearch.model.weights import WeightsError, check_clip_config, check_shapes, shapes_of
 
 log = logging.getLogger(__name__)
 
@@ -77,12 +77,13 @@ def load_checkpoint(directory: str | Path, *, precision: str | None = None, veri
     model_config = from_dict(ModelConfig, config["model"])
     if precision is not None:
         model_config.precision = precision
+    check_clip_config(directory / CONFIG_FILE, config["clip_config"], weights)
     clip = build_clip(config["clip_config"], precision=model_config.precision)
     backbone = Backbone(clip, config["clip_config"], bool(config["clip_config"].get("quick_gelu")),
                         config.get("base_weights_sha256"), str(directory))
     model = VideoTextModel(backbone, model_config)
     state = load_file(str(weights))
-    check_state_dict(weights, state, model.state_dict(), model_config.backbone)
+    check_shapes(weights, shapes_of(state), shapes_of(model.state_dict()), model_config.backbone)
     model.load_state_dict(state)
     model.trained_groups = config.get("trained_groups", [])
     return model.eval()

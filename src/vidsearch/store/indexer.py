@@ -156,7 +156,7 @@ def _add_missing(model: VideoTextModel, cache: FrameCache, store_dir: str | Path
                  info: dict, *, batch_size: int, device: str) -> IndexReport:
     """Encode the videos the store lacked when we looked, chunk by chunk; each chunk adds those still missing."""
     todo, report = _plan(cache, store_dir, model.fingerprint, rebuild=False)
-    with tqdm(total=len(todo), desc="index", unit="video") as progress:
+    with tqdm(total=len(todo), desc="index", unit="video", disable=not todo) as progress:
         for chunk in _chunks(todo, CHUNK_VIDEOS):
             features, rows = _encode_chunk(model, cache, chunk, by_id, batch_size, device, progress)
             version, added = add_missing_rows(store_dir, features, rows, fingerprint=model.fingerprint, info=info)

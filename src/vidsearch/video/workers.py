@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import select
+import signal
 import subprocess
 import sys
 import threading
@@ -163,6 +164,7 @@ def _stop(worker: _Worker) -> None:
 
 def _serve(target: str, nice: int = 0) -> None:
     """The child's loop: one task line in, one reply line out, until stdin closes. Stray prints go to stderr."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops its workers
     if nice > 0:
         os.nice(nice)
     module, name = target.split(":")
