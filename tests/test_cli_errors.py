@@ -245,7 +245,7 @@ def test_evaluate_of_a_missing_directory_outside_a_run(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("command, shown, hidden", [
-    ("frames", ["--frames FRAMES keyframes per video (per moment with moments) (default: 12)",
+    ("frames", ["--frames FRAMES up to this many keyframes per video", "(default: 12) --size",
                 "(default: uniform)"], ["--segment-seconds S moments: fixed windows of S seconds (default"]),
     ("evaluate", ["--split {train,val,test} split to evaluate (default: test)"], ["(default: False)"]),
     ("train", ["--seed SEED (default: 0)", "--epochs EPOCHS (default: 5)"], ["(default: None)"]),
