@@ -3,6 +3,8 @@
 import json
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from vidsearch.cli import main
 
@@ -64,3 +66,27 @@ def test_a_manifest_without_val_needs_an_explicit_choice(library, tmp_path, caps
     assert main(args) == 2
     assert "--val-split test" in capsys.readouterr().err
     assert main(args + ["--val-split", "test"]) == 0
+
+
+@pytest.fixture(scope="module")
+def init(library):
+    """A checkpoint to start from: the tiny model's random weights, saved before any step."""
+    assert _train(library, library / "init", "--steps", "0") == 0
+    return library / "init" / "state"
+
+
+def _weights(run):
+    return load_file(str(run / "state" / "model.safetensors"))
+
+
+def test_the_same_seed_gives_bit_identical_weights_and_another_seed_does_not(library, init, tmp_path):
+    def aim_run(name, seed):
+        out = tmp_path / name
+        assert _train(library, out, "--mode", "aim", "--init", str(init), "--epochs", "1", "--steps", "2",
+                      "--seed", str(seed)) == 0
+        return _weights(out)
+
+    first, again, other = aim_run("first", 7), aim_run("again", 7), aim_run("other", 8)
+    assert first.keys() == again.keys() == other.keys()
+    assert [name for name in first if not torch.equal(first[name], again[name])] == []
+    assert [name for name in first if not torch.equal(first[name], other[name])] != []
