@@ -97,7 +97,7 @@ def test_the_same_seed_gives_bit_identical_weights_and_another_seed_does_not(lib
     ("aim", (), {"adapters", "ln_post"}),
     ("aim+text", (), {"adapters", "ln_post", "text"}),
     ("full", ("--adapters",), {"adapters", "ln_post", "text", "backbone", "logit_scale"}),
-])
+], ids=["aim", "aim+text", "full"])
 def test_a_mode_moves_every_tensor_of_its_groups_and_no_other(library, init, tmp_path, mode, extra, trained_groups):
     def run(name, steps):
         out = tmp_path / name
