@@ -61,21 +61,17 @@ def make_keyframe_library():
 
 # --- torchrun (tests/train, tests/store) ------------------------------------------------------------------------------
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _torchrun(nproc: int, *args: str, timeout: float = 300):
-    """`torchrun --nproc-per-node nproc ARGS...` on a free local port; the finished process (output captured)."""
+    """`torchrun --nproc-per-node nproc ARGS...`; the finished process (output captured).
+
+    `--standalone`: torchrun's own store binds a port the OS picks and keeps it (no probe-then-bind race with other
+    processes picking ports at the same time).
+    """
     import subprocess
     import sys
 
-    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", str(nproc),
-               "--master-addr", "127.0.0.1", "--master-port", str(_free_port()), *args]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1",
+               "--nproc-per-node", str(nproc), *args]
     return subprocess.run(command, timeout=timeout, capture_output=True, text=True)
 
 

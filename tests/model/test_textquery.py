@@ -33,9 +33,16 @@ def test_bf16_query_tower_is_close_not_exact(make_model, captions):
     tokens = model.tokenize(captions)
     with torch.no_grad():
         expected = model.encode_text(tokens)
-    approximate = QueryTextTower(model.clip, precision="bf16")(tokens)
+    tower = QueryTextTower(model.clip, precision="bf16")
+    matrices = [linear for block in tower.blocks for linear in (block.qkv, block.out, block.fc, block.proj)]
+    assert {(linear.weight.dtype, linear.bias.dtype) for linear in matrices} == {(torch.bfloat16, torch.bfloat16)}
+    approximate = tower(tokens)
     assert approximate.dtype == torch.float32
-    torch.testing.assert_close(approximate, expected, atol=5e-2, rtol=0)
+    # bf16 keeps 8 significant bits (relative rounding 2⁻⁹ ≈ 2e-3): on these unit vectors the error is a few 1e-3
+    # (6.2e-3 measured), far above float32 rounding (the fp32 tower is exact to 1e-5, see above).
+    error = float((approximate - expected).abs().max())
+    assert 1e-3 < error < 1.5e-2, f"max |bf16 - fp32| = {error:.2e}"
+    assert float((approximate * expected).sum(dim=-1).min()) > 0.999
 
 
 def test_unsupported_towers_and_precisions_are_refused(make_model):

@@ -4,7 +4,6 @@
     torchrun --nproc-per-node 2 ddp_loss_worker.py OUT   two gloo ranks, half the batch each
 """
 
-import os
 import sys
 
 import torch
@@ -12,6 +11,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 
+from vidsearch.distributed import setup_distributed, shutdown_distributed
 from vidsearch.train.loss import contrastive_loss
 
 BATCH = 8
@@ -29,10 +29,7 @@ class Towers(nn.Module):
 
 
 def main(out: str) -> None:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    if world > 1:
-        torch.distributed.init_process_group("gloo")
+    rank, world, _ = setup_distributed(cuda=False)
     torch.manual_seed(0)
     towers = Towers().double()
     inputs = torch.randn(BATCH, 6, dtype=torch.float64), torch.randn(BATCH, 5, dtype=torch.float64)
@@ -44,8 +41,8 @@ def main(out: str) -> None:
     if rank == 0:
         result = {f"grad.{name}": p.grad.detach().clone() for name, p in towers.named_parameters()}
         save_file({"loss": loss.detach().reshape(1), **result}, out)
-    if world > 1:
-        torch.distributed.destroy_process_group()
+    # Every rank waits for rank 0's file before tearing down: a rank leaving while another still works aborted.
+    shutdown_distributed()
 
 
 if __name__ == "__main__":

@@ -3,8 +3,11 @@
 import json
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from vidsearch.cli import main
+from vidsearch.model.videoclip import VideoTextModel
 
 
 @pytest.fixture(scope="module")
@@ -64,3 +67,51 @@ def test_a_manifest_without_val_needs_an_explicit_choice(library, tmp_path, caps
     assert main(args) == 2
     assert "--val-split test" in capsys.readouterr().err
     assert main(args + ["--val-split", "test"]) == 0
+
+
+@pytest.fixture(scope="module")
+def init(library):
+    """A checkpoint to start from: the tiny model's random weights, saved before any step."""
+    assert _train(library, library / "init", "--steps", "0") == 0
+    return library / "init" / "state"
+
+
+def _weights(run):
+    return load_file(str(run / "state" / "model.safetensors"))
+
+
+def test_the_same_seed_gives_bit_identical_weights_and_another_seed_does_not(library, init, tmp_path):
+    def aim_run(name, seed):
+        out = tmp_path / name
+        assert _train(library, out, "--mode", "aim", "--init", str(init), "--epochs", "1", "--steps", "2",
+                      "--seed", str(seed)) == 0
+        return _weights(out)
+
+    first, again, other = aim_run("first", 7), aim_run("again", 7), aim_run("other", 8)
+    assert first.keys() == again.keys() == other.keys()
+    assert [name for name in first if not torch.equal(first[name], again[name])] == []
+    assert [name for name in first if not torch.equal(first[name], other[name])] != []
+
+
+@pytest.mark.parametrize("mode, extra, trained_groups", [
+    ("aim", (), {"adapters", "ln_post"}),
+    ("aim+text", (), {"adapters", "ln_post", "text"}),
+    ("full", ("--adapters",), {"adapters", "ln_post", "text", "backbone", "logit_scale"}),
+], ids=["aim", "aim+text", "full"])
+def test_a_mode_moves_every_tensor_of_its_groups_and_no_other(library, init, tmp_path, mode, extra, trained_groups):
+    def run(name, steps):
+        out = tmp_path / name
+        assert _train(library, out, "--mode", mode, *extra, "--init", str(init), "--epochs", "1", "--warmup", "0",
+                      "--steps", str(steps)) == 0
+        return _weights(out)
+
+    # Step 0 of the same seeded run is where training starts: the --init weights plus the fresh adapters.
+    start, trained, checkpoint = run("start", 0), run("trained", 2), load_file(str(init / "model.safetensors"))
+    assert start.keys() == trained.keys() and all(torch.equal(start[name], checkpoint[name]) for name in checkpoint)
+    groups = {name: VideoTextModel.group_of(name) for name in trained}
+    assert set(groups.values()) >= trained_groups, "the model has tensors in every group the mode trains"
+    frozen = [name for name in trained if groups[name] not in trained_groups]
+    changed = [name for name in frozen if not torch.equal(trained[name], checkpoint[name])]
+    assert changed == [], f"{mode}: {len(changed)} of {len(frozen)} frozen tensors changed"
+    unmoved = [name for name in trained if groups[name] in trained_groups and torch.equal(trained[name], start[name])]
+    assert unmoved == [], f"{mode}: {len(unmoved)} trained tensors did not move"

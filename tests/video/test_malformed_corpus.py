@@ -13,7 +13,6 @@ import os
 import struct
 import subprocess
 import sys
-import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -238,13 +237,12 @@ def build_corpus(root: Path, *, cuts: int, flips: int) -> list[Path]:
 
 # --- the run ---------------------------------------------------------------------------------------------------------
 
-def run_frames(inputs: list[Path], cache: Path, *, timeout_s: float) -> tuple[subprocess.CompletedProcess, float]:
+def run_frames(inputs: list[Path], cache: Path, *, timeout_s: float) -> subprocess.CompletedProcess:
+    """`vidsearch frames` over `inputs`; a run that hangs past RUN_LIMIT_S fails the test (TimeoutExpired)."""
     command = [sys.executable, "-m", "vidsearch", "frames", *map(str, inputs), "--out", str(cache), "--workers", "2",
                "--frames", "4", "--size", "32", "--timeout", str(timeout_s)]
-    started = time.monotonic()
-    done = subprocess.run(command, capture_output=True, text=True, timeout=RUN_LIMIT_S,
+    return subprocess.run(command, capture_output=True, text=True, timeout=RUN_LIMIT_S,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
-    return done, time.monotonic() - started
 
 
 def check_manifest(cache: Path, inputs: list[Path]) -> dict[str, dict]:
@@ -279,10 +277,9 @@ def test_the_corpus_is_large_and_varied(corpus):
 
 
 def test_frames_over_the_malformed_corpus_ends_with_a_status_for_every_file(corpus, tmp_path):
-    done, seconds = run_frames(corpus, tmp_path / "cache", timeout_s=30.0)
+    done = run_frames(corpus, tmp_path / "cache", timeout_s=30.0)
     assert done.returncode == 1, done.stderr[-2000:]  # some failed: that is the exit status, not a crash
     assert "Traceback" not in done.stderr, done.stderr[-2000:]
-    assert seconds < RUN_LIMIT_S
     entries = check_manifest(tmp_path / "cache", corpus)
     assert codes(entries, "zero-length") == {"empty"}
     assert codes(entries, "fifo") | codes(entries, "device-") == {"not_a_file"}
@@ -296,7 +293,7 @@ def test_frames_over_the_malformed_corpus_ends_with_a_status_for_every_file(corp
 
 def test_the_seeds_themselves_are_fine(corpus, tmp_path):
     seeds = sorted((corpus[0].parent.parent / "seeds").iterdir())
-    done, _ = run_frames(seeds, tmp_path / "cache", timeout_s=30.0)
+    done = run_frames(seeds, tmp_path / "cache", timeout_s=30.0)
     assert done.returncode == 0, done.stdout + done.stderr[-2000:]
     assert {entry["status"] for entry in check_manifest(tmp_path / "cache", seeds).values()} == {"ok"}
 
@@ -305,7 +302,6 @@ def test_the_seeds_themselves_are_fine(corpus, tmp_path):
 def test_a_larger_corpus_too(tmp_path):
     corpus = build_corpus(tmp_path / "big", cuts=60, flips=100)
     assert len(corpus) >= 800
-    done, seconds = run_frames(corpus, tmp_path / "cache", timeout_s=30.0)
+    done = run_frames(corpus, tmp_path / "cache", timeout_s=30.0)
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
-    assert seconds < RUN_LIMIT_S
     check_manifest(tmp_path / "cache", corpus)

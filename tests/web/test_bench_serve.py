@@ -1,5 +1,6 @@
 """The serving benchmark's parts: its store, its open-loop client and its summary."""
 
+import threading
 import time
 
 from vidsearch.bench import serve as bench
@@ -22,14 +23,35 @@ def test_the_store_is_searchable_with_the_tiny_model_and_its_cache_opens(tmp_pat
 
 
 def test_the_client_is_open_loop():
-    def slow(url, scheduled):
-        time.sleep(0.3)
-        return bench.Sample((time.perf_counter() - scheduled) * 1e3, 200 if url != "bad" else 500)
+    # Each answer waits until all ten requests are in flight: a client that waited for an answer before sending the
+    # next request would break the barrier.
+    all_sent = threading.Barrier(10, timeout=60)
 
-    started = time.perf_counter()
-    samples = bench.open_loop(["a"] * 9 + ["bad"], rate=50.0, fetch=slow)
-    assert time.perf_counter() - started < 1.0  # sends did not wait for the 0.3 s answers
-    assert all(sample.latency_ms >= 300 for sample in samples)
-    report = bench.latency_summary(samples, seconds=0.2)
+    def answer_when_all_are_sent(url, scheduled):
+        all_sent.wait()
+        finished = time.perf_counter()
+        return bench.Sample((finished - scheduled) * 1e3, 200 if url != "bad" else 500, finished)
+
+    run = bench.open_loop(["a"] * 9 + ["bad"], rate=50.0, fetch=answer_when_all_are_sent)
+    assert [sample.status for sample in run.samples] == [200] * 9 + [500]
+    assert run.rate == 50.0 and all(sample.finished >= run.started for sample in run.samples)
+
+
+def _run(finished: list[float], statuses: list[int | None], *, rate: float) -> bench.Run:
+    """A run that started at t = 100 s whose i-th request, sent at 100 + i / rate, was answered at finished[i]."""
+    samples = [bench.Sample((end - 100.0 - i / rate) * 1e3, status, end)
+               for i, (end, status) in enumerate(zip(finished, statuses))]
+    return bench.Run(100.0, rate, samples)
+
+
+def test_a_server_that_keeps_up_achieves_the_offered_rate():
+    report = bench.latency_summary(_run([100.0 + i / 10 + 0.02 for i in range(10)], [200] * 10, rate=10.0))
+    assert (report["requests"], report["errors"], report["achieved_rate"]) == (10, 0, 10.0)
+    assert report["p50_ms"] == report["max_ms"] == 20.0
+
+
+def test_the_achieved_rate_counts_answers_not_sends():
+    # Answers every 0.5 s while 10 requests/s are offered: the last of 9 answers comes 4.5 s after the start.
+    report = bench.latency_summary(_run([100.0 + i * 0.5 for i in range(1, 11)], [200] * 9 + [None], rate=10.0))
     assert (report["requests"], report["errors"], report["error_rate"]) == (10, 1, 0.1)
-    assert report["p50_ms"] >= 300
+    assert report["achieved_rate"] == 2.0  # 9 answers in 4.5 s

@@ -18,7 +18,7 @@ The copy is a snapshot: build it from a model whose weights no longer change (a 
 
 from __future__ import annotations
 
-from typing import Callable, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +27,6 @@ from open_clip.transformer import ResidualAttentionBlock
 from torch import nn
 
 Precision = Literal["fp32", "bf16"]
-Linear = Callable[[torch.Tensor], torch.Tensor]
 _DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
@@ -52,10 +51,10 @@ class _Block:
         attn = block.attn
         self.ln_1, self.ln_2, self.ls_1, self.ls_2 = block.ln_1, block.ln_2, block.ls_1, block.ls_2
         self.activation, self.heads = block.mlp.gelu, attn.num_heads
-        self.qkv = _linear(attn.in_proj_weight, attn.in_proj_bias, dtype)
-        self.out = _linear(attn.out_proj.weight, attn.out_proj.bias, dtype)
-        self.fc = _linear(block.mlp.c_fc.weight, block.mlp.c_fc.bias, dtype)
-        self.proj = _linear(block.mlp.c_proj.weight, block.mlp.c_proj.bias, dtype)
+        self.qkv = _Linear(attn.in_proj_weight, attn.in_proj_bias, dtype)
+        self.out = _Linear(attn.out_proj.weight, attn.out_proj.bias, dtype)
+        self.fc = _Linear(block.mlp.c_fc.weight, block.mlp.c_fc.bias, dtype)
+        self.proj = _Linear(block.mlp.c_proj.weight, block.mlp.c_proj.bias, dtype)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         batch, length, width = x.shape
@@ -66,16 +65,16 @@ class _Block:
         return x + self.ls_2(self.proj(self.activation(self.fc(self.ln_2(x)))))
 
 
-def _linear(weight: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype) -> Linear:
-    """x @ weightᵀ + bias with weightᵀ stored contiguous in `dtype`; computes in `dtype`, returns float32."""
-    transposed = weight.detach().t().to(dtype).contiguous()
-    bias = torch.zeros(weight.shape[0], dtype=dtype) if bias is None else bias.detach().to(dtype).clone()
+class _Linear:
+    """x @ weightᵀ + bias with weightᵀ stored contiguous in `dtype` (`.weight`); computes in `dtype`, returns float32."""
 
-    def apply(x: torch.Tensor) -> torch.Tensor:
-        rows = x.reshape(-1, x.shape[-1]).to(dtype)
-        return torch.addmm(bias, rows, transposed).to(torch.float32).view(*x.shape[:-1], -1)
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype):
+        self.weight = weight.detach().t().to(dtype).contiguous()
+        self.bias = torch.zeros(weight.shape[0], dtype=dtype) if bias is None else bias.detach().to(dtype).clone()
 
-    return apply
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(-1, x.shape[-1]).to(self.weight.dtype)
+        return torch.addmm(self.bias, rows, self.weight).to(torch.float32).view(*x.shape[:-1], -1)
 
 
 class QueryTextTower:

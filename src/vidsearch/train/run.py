@@ -12,6 +12,8 @@ import json
 import logging
 from pathlib import Path
 
+import torch
+
 from vidsearch.config import ModelConfig, TrainConfig, to_dict
 from vidsearch.data.loader import CacheBatches, LoaderVideo, match_videos, pack_frames
 from vidsearch.data.manifest import load_manifest
@@ -92,6 +94,9 @@ def _run(request: RunRequest, out: Path, *, resume: bool, max_steps: int | None,
         raise ValueError(f"{request.data}: no training videos with keyframes in {request.frames}")
     val_videos = validation_videos(records, cache, split=request.train.val_split, manifest_dir=manifest_dir)
     config = model_config_for(request.train.mode, request.model)
+    # The seed decides everything random in a run: fresh layers (adapters, heads, random weights) here, the batches
+    # in the loader. A resumed run then restores the saved generator state.
+    torch.manual_seed(request.train.seed)
     model = (load_checkpoint(out / "state", precision=config.precision) if resume else
              build_model(config, mode=request.train.mode, init=request.init, weights=request.weights,
                          pretrained=request.pretrained))
