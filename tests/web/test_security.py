@@ -45,6 +45,15 @@ def test_security_headers(client, site):
     assert response["Referrer-Policy"] == "same-origin"
 
 
+@pytest.mark.parametrize("path", ["/", "/api/health", "/accounts/login/", "/no-such-page"])
+def test_every_answer_has_a_content_security_policy(client, site, path):
+    policy = client.get(path)["Content-Security-Policy"]
+    directives = dict(part.strip().split(" ", 1) for part in policy.split(";"))
+    assert directives["default-src"] == "'self'" and directives["object-src"] == "'none'"
+    assert directives["frame-ancestors"] == "'none'" and directives["base-uri"] == "'none'"
+    assert "unsafe-inline" not in policy and "unsafe-eval" not in policy
+
+
 def test_static_files_are_served(client, db):
     response = client.get("/static/library/site.css")
     assert response.status_code == 200 and response["Content-Type"].startswith("text/css")
