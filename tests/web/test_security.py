@@ -2,6 +2,7 @@
 
 import os
 import secrets
+import sqlite3
 import subprocess
 import sys
 
@@ -79,3 +80,29 @@ def test_deploy_check_is_clean_under_production_settings(tmp_path):
 def test_production_settings_need_a_secret_key(tmp_path):
     done = run_django(["check"], VIDSEARCH_STORE=str(tmp_path))
     assert done.returncode != 0 and "DJANGO_SECRET_KEY must be set" in done.stderr
+
+
+def manage(store, *args: str, **env: str) -> subprocess.CompletedProcess:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "VIDSEARCH_"))}
+    environment.update(env)
+    return subprocess.run([sys.executable, "-m", "vidsearch.web.manage", "--store", str(store), *args],
+                          capture_output=True, text=True, env=environment)
+
+
+def superusers(store) -> list[str]:
+    with sqlite3.connect(store / "site.sqlite3") as database:
+        return [name for (name,) in database.execute("SELECT username FROM auth_user WHERE is_superuser")]
+
+
+def test_createsuperuser_works_on_a_fresh_store_and_enforces_the_password_validators(tmp_path):
+    store = tmp_path / "store"  # never served: no site database yet
+    weak = manage(store, "createsuperuser", "--noinput", "--username", "admin", "--email", "a@example.org",
+                  DJANGO_SUPERUSER_PASSWORD="a")
+    assert weak.returncode == 2, weak.stderr
+    assert weak.stderr.strip().splitlines()[-1].startswith("CommandError: DJANGO_SUPERUSER_PASSWORD: This password is "
+                                                            "too short."), weak.stderr
+    assert superusers(store) == []
+    strong = manage(store, "createsuperuser", "--noinput", "--username", "admin", "--email", "a@example.org",
+                    DJANGO_SUPERUSER_PASSWORD="kite over the beach at dawn")
+    assert strong.returncode == 0, strong.stderr
+    assert superusers(store) == ["admin"]
