@@ -3,6 +3,7 @@
 import os
 import secrets
 import sqlite3
+import stat
 import subprocess
 import sys
 
@@ -106,3 +107,34 @@ def test_createsuperuser_works_on_a_fresh_store_and_enforces_the_password_valida
                     DJANGO_SUPERUSER_PASSWORD="kite over the beach at dawn")
     assert strong.returncode == 0, strong.stderr
     assert superusers(store) == ["admin"]
+
+
+def mode(path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_the_site_database_and_its_wal_files_are_private_from_creation(tmp_path):
+    store = tmp_path / "store"
+    assert manage(store, "check").returncode == 0
+    database = store / "site.sqlite3"
+    with sqlite3.connect(database) as connection:  # an open connection in WAL mode: -wal and -shm exist
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("CREATE TABLE t (x)")
+        modes = {path.name: mode(path) for path in store.glob("site.*")}
+    assert modes == {"site.sqlite3": 0o600, "site.sqlite3-wal": 0o600, "site.sqlite3-shm": 0o600,
+                     "site.secret": 0o600}
+
+
+def test_loosened_secrets_and_a_world_writable_store_are_reported_and_set_back(tmp_path):
+    store = tmp_path / "store"
+    assert manage(store, "check").returncode == 0
+    os.chmod(store / "site.sqlite3", 0o644)
+    os.chmod(store / "site.secret", 0o640)
+    os.chmod(store, 0o777)
+    done = manage(store, "check")
+    assert done.returncode == 0, done.stderr
+    warnings = [line for line in done.stderr.splitlines() if " WARNING " in line]
+    assert len(warnings) == 3, done.stderr
+    assert "site.sqlite3 was mode 0644" in done.stderr and "site.secret was mode 0640" in done.stderr
+    assert "was writable by everyone (mode 0777): set to 0775" in done.stderr
+    assert (mode(store / "site.sqlite3"), mode(store / "site.secret"), mode(store)) == (0o600, 0o600, 0o775)

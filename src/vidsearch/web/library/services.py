@@ -112,7 +112,7 @@ def create_upload(*, owner_id: int, upload: UploadedFile, category: str = "", se
 
 def uploads_dir() -> Path:
     directory = Path(settings.VIDSEARCH_UPLOADS)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     return directory
 
 
