@@ -1,11 +1,13 @@
 """Videos streamed with byte ranges and keyframes served by id and index: only known ids reach the filesystem."""
 
+import os
 from pathlib import Path
 
 import pytest
 from django.urls import reverse
 
 from vidsearch.video.cache import open_cache
+from vidsearch.web.library import engine
 from vidsearch.web.library.streaming import RangeNotSatisfiable, parse_range
 
 
@@ -104,3 +106,57 @@ def test_parse_range_edges():
     for header, size in [("bytes=0-0", 0), ("bytes=-5", 0)]:
         with pytest.raises(RangeNotSatisfiable):
             parse_range(header, size)
+
+
+@pytest.fixture(scope="module")
+def own_library(make_web_library, tmp_path_factory):
+    """A library of its own whose source files the tests below replace."""
+    own = make_web_library(tmp_path_factory.mktemp("replaced"), videos=2)
+    return own, engine.Library.open(own.store, refresh_seconds=60.0)
+
+
+@pytest.fixture
+def own_video(db, own_library):
+    own, library = own_library
+    engine.install(library)
+    video_id = sorted(record.video_id for record in own.records)[0]
+    source = Path(library.cache_entry(video_id).source)
+    original = source.read_bytes(), source.stat()
+    yield reverse("video-file", args=[video_id]), source
+    engine.install(None)
+    source.unlink()
+    source.write_bytes(original[0])
+    os.utime(source, ns=(original[1].st_atime_ns, original[1].st_mtime_ns))
+
+
+def test_an_indexed_file_is_served(client, own_video):
+    url, source = own_video
+    response = client.get(url)
+    assert response.status_code == 200 and body(response) == source.read_bytes()
+
+
+def test_a_library_file_replaced_by_a_symlink_is_not_served(client, own_video, tmp_path):
+    """Even a link to a copy with the recorded size and mtime: only O_NOFOLLOW tells it from the indexed file."""
+    url, source = own_video
+    copy = tmp_path / "elsewhere.mp4"
+    copy.write_bytes(source.read_bytes())
+    status = source.stat()
+    os.utime(copy, ns=(status.st_atime_ns, status.st_mtime_ns))
+    source.unlink()
+    source.symlink_to(copy)
+    assert client.get(url).status_code == 404
+    source.unlink()
+    source.symlink_to("/etc/passwd")
+    response = client.get(url)
+    assert response.status_code == 404 and b"root:" not in response.content
+
+
+@pytest.mark.parametrize("change", ["other content", "same size, touched"])
+def test_a_library_file_changed_since_indexing_is_not_served(client, own_video, change):
+    url, source = own_video
+    if change == "other content":
+        source.write_bytes(b"not what was indexed")
+    else:
+        os.utime(source, (source.stat().st_atime, source.stat().st_mtime + 1))
+    assert client.get(url).status_code == 404
+    assert client.head(url).status_code == 404

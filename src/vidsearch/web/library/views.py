@@ -15,7 +15,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 from vidsearch.web.library import presenters, selectors, services
 from vidsearch.web.library.forms import PlayerForm, SearchForm, UploadForm
 from vidsearch.web.library.middleware import too_large
-from vidsearch.web.library.streaming import ranged_file_response
+from vidsearch.web.library.streaming import content_type_of, open_recorded, ranged_file_response
 
 EXAMPLES = 4
 K_CHOICES = (10, 20, 50, 100)
@@ -86,10 +86,12 @@ def _moment(data: dict[str, Any], duration: float | None) -> tuple[float | None,
 
 @require_http_methods(["GET", "HEAD"])
 def video_file(request: HttpRequest, video_id: str) -> HttpResponse:
-    path = selectors.video_file(video_id=video_id)
-    if path is None or not path.is_file():
+    recorded = selectors.video_file(video_id=video_id)
+    opened = open_recorded(recorded) if recorded is not None else None
+    if opened is None:
         raise Http404("no such video")
-    return ranged_file_response(path, range_header=request.META.get("HTTP_RANGE"))
+    return ranged_file_response(*opened, content_type=content_type_of(recorded.path),
+                                range_header=request.META.get("HTTP_RANGE"))
 
 
 @require_http_methods(["GET", "HEAD"])
