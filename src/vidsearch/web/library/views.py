@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -13,7 +14,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods
 
 from vidsearch.web.library import presenters, selectors, services
-from vidsearch.web.library.forms import PlayerForm, SearchForm, UploadForm
+from vidsearch.web.library.forms import LoginForm, PlayerForm, SearchForm, UploadForm
 from vidsearch.web.library.middleware import too_large
 from vidsearch.web.library.streaming import content_type_of, open_recorded, ranged_file_response
 
@@ -133,3 +134,16 @@ def upload_status(request: HttpRequest, job_id: str) -> HttpResponse:
     if job is None:
         raise Http404("no such upload")
     return render(request, "library/upload_status.html", {"job": job})
+
+
+class LoginView(auth_views.LoginView):
+    """Django's login view with the throttled form: a refused attempt answers 429 with Retry-After."""
+
+    form_class = LoginForm
+
+    def form_invalid(self, form: LoginForm) -> HttpResponse:
+        response = super().form_invalid(form)
+        if form.refused():
+            response.status_code = 429
+            response["Retry-After"] = "60"
+        return response
