@@ -118,10 +118,11 @@ def create_app(*, store_dir: str | Path, https: bool = False):
 
     from vidsearch.web.library import engine, services
 
-    interrupted = services.fail_interrupted_jobs()
-    if interrupted:
-        log.warning("%d upload(s) were interrupted by the last stop and are marked failed", interrupted)
     engine.get_library()
+    recovery = services.recover_uploads()
+    if recovery != services.Recovery(0, 0, 0, 0):
+        log.warning("uploads interrupted by the last stop: %d resumed, %d completed, %d failed; %d orphan file(s) "
+                    "removed", recovery.resumed, recovery.completed, recovery.failed, recovery.orphans_removed)
     return get_wsgi_application()
 
 

@@ -117,11 +117,14 @@ def upload(request: HttpRequest) -> HttpResponse:
             job = services.create_upload(owner_id=request.user.id, upload=file,
                                          category=form.cleaned_data["category"],
                                          sentences=form.cleaned_data["sentences"])
-        except services.UploadRejected as error:
-            form.add_error("file", str(error))
-        else:
-            return redirect("upload-status", job_id=job.id)
-    status = 400 if form.errors else 200
+        except services.TooManyUploads as error:
+            form.add_error(None, str(error))
+            return _upload_page(request, form, status=429)
+        return redirect("upload-status", job_id=job.id)
+    return _upload_page(request, form, status=400 if form.errors else 200)
+
+
+def _upload_page(request: HttpRequest, form: UploadForm, *, status: int) -> HttpResponse:
     return render(request, "library/upload.html", {
         "form": form, "jobs": selectors.upload_jobs(owner_id=request.user.id),
         "limit_mb": settings.VIDSEARCH_MAX_UPLOAD_BYTES / 2**20}, status=status)

@@ -28,6 +28,9 @@ VIDSEARCH_MAX_K = 100
 VIDSEARCH_DEFAULT_K = 20
 VIDSEARCH_REFRESH_SECONDS = 1.0  # how often a request checks the store for a newly published version
 VIDSEARCH_UPLOAD_CHECK_SECONDS = 120.0  # time limit of the decoding check of one upload
+VIDSEARCH_UPLOAD_MAX_PACKETS = 500_000  # packets of all streams of one upload (about 2 h of 30 fps video and audio)
+VIDSEARCH_UPLOAD_MAX_PACKETS_PER_SECOND = 250.0  # per second of the file's timestamps (120 fps video + audio + more)
+VIDSEARCH_UPLOADS_PER_USER = 2  # unfinished uploads one user may have
 
 ROOT_URLCONF = "vidsearch.web.urls"
 WSGI_APPLICATION = "vidsearch.web.wsgi.application"
