@@ -3,6 +3,7 @@
 The site reads one feature store, named by the environment variable VIDSEARCH_STORE; its SQLite database (the
 seed's caption database, users, upload jobs) lives inside that store as `site.sqlite3` unless VIDSEARCH_DB names
 another file. Uploaded videos go to `uploads/` inside the store unless VIDSEARCH_UPLOADS names another directory.
+VIDSEARCH_UPLOADS_PER_USER (default 2) is how many unfinished uploads one user may have.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ VIDSEARCH_REFRESH_SECONDS = 1.0  # how often a request checks the store for a ne
 VIDSEARCH_UPLOAD_CHECK_SECONDS = 120.0  # time limit of the decoding check of one upload
 VIDSEARCH_UPLOAD_MAX_PACKETS = 500_000  # packets of all streams of one upload (about 2 h of 30 fps video and audio)
 VIDSEARCH_UPLOAD_MAX_PACKETS_PER_SECOND = 250.0  # per second of the file's timestamps (120 fps video + audio + more)
-VIDSEARCH_UPLOADS_PER_USER = 2  # unfinished uploads one user may have
+VIDSEARCH_UPLOADS_PER_USER = int(os.environ.get("VIDSEARCH_UPLOADS_PER_USER") or 2)  # unfinished uploads per user
 
 ROOT_URLCONF = "vidsearch.web.urls"
 WSGI_APPLICATION = "vidsearch.web.wsgi.application"
