@@ -95,7 +95,7 @@ def recount_categories() -> None:
     Category.objects.bulk_update(categories, ["video_count"])
 
 
-# --- uploads ---------------------------------------------------------------------------------------------------
+# --- uploads -------------------------------------------------------------------------------------------------------
 
 
 def create_upload(*, owner_id: int, upload: UploadedFile, category: str = "", sentences: str = "") -> UploadJob:
