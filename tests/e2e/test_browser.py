@@ -1,5 +1,6 @@
 """A real browser (Debian's headless Chromium, driven by Playwright) searches, plays a moment and toggles text match."""
 
+import time
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
@@ -17,9 +18,21 @@ def moment_links(page) -> list[tuple[str, float]]:
     return links
 
 
+def wait_until(page, expression: str, timeout_s: float = 30.0) -> None:
+    """Like page.wait_for_function, whose polling evaluates a string in the page, which the site's
+    Content-Security-Policy forbids (no 'unsafe-eval'); page.evaluate goes through the DevTools protocol instead."""
+    deadline = time.monotonic() + timeout_s
+    while not page.evaluate(expression):
+        assert time.monotonic() < deadline, f"still false after {timeout_s} s: {expression}"
+        page.wait_for_timeout(50)
+
+
 def test_search_play_a_moment_toggle_text_match_and_small_screens(browser, live_site, artifacts, web_library):
     query = web_library.records[0].captions[0]  # a real caption: the text match finds it
     page = browser.new_page(viewport={"width": 1280, "height": 900})
+    blocked = []  # what the Content-Security-Policy refused: the site itself must need nothing it forbids
+    page.on("console", lambda message: blocked.append(message.text) if "Content Security Policy" in message.text
+            else None)
     page.goto(f"{live_site}/?{urlencode({'q': query, 'k': 8})}")
     assert page.locator("article.card").count() == 8
     assert page.locator(".nav .count").inner_text() == f"{len(web_library.records)} videos"
@@ -29,12 +42,12 @@ def test_search_play_a_moment_toggle_text_match_and_small_screens(browser, live_
     href, start = moment_links(page)[0]
     page.locator(f".card a[href='{href}']").first.click()
     page.wait_for_url("**/videos/**")
-    page.wait_for_function("document.getElementById('player').readyState >= 1")
+    wait_until(page, "document.getElementById('player').readyState >= 1")
     current = page.evaluate("document.getElementById('player').currentTime")
     assert current == pytest.approx(start, abs=0.3)
     assert page.locator("#moment-label").is_visible() and page.locator("#moment-mark").bounding_box()["width"] > 0
     page.evaluate("document.getElementById('player').play()")
-    page.wait_for_function(f"document.getElementById('player').currentTime > {start + 0.2}")
+    wait_until(page, f"document.getElementById('player').currentTime > {start + 0.2}")
     page.screenshot(path=str(artifacts / "player-1280.png"), full_page=True)
 
     page.locator("a.switch").click()
@@ -55,6 +68,7 @@ def test_search_play_a_moment_toggle_text_match_and_small_screens(browser, live_
     assert side["y"] >= main["y"] + main["height"] - 1  # under the results
     assert columns(page) < wide_columns
     page.screenshot(path=str(artifacts / "results-480.png"), full_page=True)
+    assert blocked == []
     page.close()
 
 

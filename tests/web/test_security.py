@@ -2,6 +2,8 @@
 
 import os
 import secrets
+import sqlite3
+import stat
 import subprocess
 import sys
 
@@ -45,6 +47,15 @@ def test_security_headers(client, site):
     assert response["Referrer-Policy"] == "same-origin"
 
 
+@pytest.mark.parametrize("path", ["/", "/api/health", "/accounts/login/", "/no-such-page"])
+def test_every_answer_has_a_content_security_policy(client, site, path):
+    policy = client.get(path)["Content-Security-Policy"]
+    directives = dict(part.strip().split(" ", 1) for part in policy.split(";"))
+    assert directives["default-src"] == "'self'" and directives["object-src"] == "'none'"
+    assert directives["frame-ancestors"] == "'none'" and directives["base-uri"] == "'none'"
+    assert "unsafe-inline" not in policy and "unsafe-eval" not in policy
+
+
 def test_static_files_are_served(client, db):
     response = client.get("/static/library/site.css")
     assert response.status_code == 200 and response["Content-Type"].startswith("text/css")
@@ -70,3 +81,60 @@ def test_deploy_check_is_clean_under_production_settings(tmp_path):
 def test_production_settings_need_a_secret_key(tmp_path):
     done = run_django(["check"], VIDSEARCH_STORE=str(tmp_path))
     assert done.returncode != 0 and "DJANGO_SECRET_KEY must be set" in done.stderr
+
+
+def manage(store, *args: str, **env: str) -> subprocess.CompletedProcess:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "VIDSEARCH_"))}
+    environment.update(env)
+    return subprocess.run([sys.executable, "-m", "vidsearch.web.manage", "--store", str(store), *args],
+                          capture_output=True, text=True, env=environment)
+
+
+def superusers(store) -> list[str]:
+    with sqlite3.connect(store / "site.sqlite3") as database:
+        return [name for (name,) in database.execute("SELECT username FROM auth_user WHERE is_superuser")]
+
+
+def test_createsuperuser_works_on_a_fresh_store_and_enforces_the_password_validators(tmp_path):
+    store = tmp_path / "store"  # never served: no site database yet
+    weak = manage(store, "createsuperuser", "--noinput", "--username", "admin", "--email", "a@example.org",
+                  DJANGO_SUPERUSER_PASSWORD="a")
+    assert weak.returncode == 2, weak.stderr
+    assert weak.stderr.strip().splitlines()[-1].startswith("CommandError: DJANGO_SUPERUSER_PASSWORD: This password is "
+                                                            "too short."), weak.stderr
+    assert superusers(store) == []
+    strong = manage(store, "createsuperuser", "--noinput", "--username", "admin", "--email", "a@example.org",
+                    DJANGO_SUPERUSER_PASSWORD="kite over the beach at dawn")
+    assert strong.returncode == 0, strong.stderr
+    assert superusers(store) == ["admin"]
+
+
+def mode(path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_the_site_database_and_its_wal_files_are_private_from_creation(tmp_path):
+    store = tmp_path / "store"
+    assert manage(store, "check").returncode == 0
+    database = store / "site.sqlite3"
+    with sqlite3.connect(database) as connection:  # an open connection in WAL mode: -wal and -shm exist
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("CREATE TABLE t (x)")
+        modes = {path.name: mode(path) for path in store.glob("site.*")}
+    assert modes == {"site.sqlite3": 0o600, "site.sqlite3-wal": 0o600, "site.sqlite3-shm": 0o600,
+                     "site.secret": 0o600}
+
+
+def test_loosened_secrets_and_a_world_writable_store_are_reported_and_set_back(tmp_path):
+    store = tmp_path / "store"
+    assert manage(store, "check").returncode == 0
+    os.chmod(store / "site.sqlite3", 0o644)
+    os.chmod(store / "site.secret", 0o640)
+    os.chmod(store, 0o777)
+    done = manage(store, "check")
+    assert done.returncode == 0, done.stderr
+    warnings = [line for line in done.stderr.splitlines() if " WARNING " in line]
+    assert len(warnings) == 3, done.stderr
+    assert "site.sqlite3 was mode 0644" in done.stderr and "site.secret was mode 0640" in done.stderr
+    assert "was writable by everyone (mode 0777): set to 0775" in done.stderr
+    assert (mode(store / "site.sqlite3"), mode(store / "site.secret"), mode(store)) == (0o600, 0o600, 0o775)

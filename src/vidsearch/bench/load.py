@@ -107,6 +107,7 @@ def _measure_all(store: Path, args: argparse.Namespace, *, workdir: Path) -> dic
 
 @contextmanager
 def running_server(store: Path, *, threads: int, workdir: Path) -> Iterator[str]:
+    os.environ.setdefault("VIDSEARCH_UPLOADS_PER_USER", "1000")  # its user uploads faster than the server ingests
     port = serve.free_port()
     base = f"http://127.0.0.1:{port}"
     server = serve.start_server(store, port=port, threads=threads, log_path=workdir / "server.log")

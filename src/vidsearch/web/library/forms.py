@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 from django import forms
 from django.conf import settings
+from django.contrib.auth.forms import AuthenticationForm
+
+from vidsearch.web.library import throttle
 
 MODES = [("vector", "vector"), ("text", "text"), ("hybrid", "hybrid")]
 ON = frozenset({"1", "on", "true"})
@@ -78,3 +83,38 @@ class UploadForm(forms.Form):
 def errors_text(form: forms.Form) -> str:
     """A form's errors as one line: 'k: Ensure this value is less than or equal to 100.'"""
     return "; ".join(f"{field}: {' '.join(messages)}" for field, messages in form.errors.items())
+
+
+class LoginForm(AuthenticationForm):
+    """Django's login form behind the login throttle (`throttle`): a locked account or address, or a login while
+    another password is being checked, is refused before any password is hashed."""
+
+    error_messages = {
+        **AuthenticationForm.error_messages,
+        "invalid_login": "The user name and password do not match.",
+        "throttled": "Too many failed logins: try again in %(minutes)d minutes.",
+        "busy": "The server is checking another login: try again in a moment.",
+    }
+    REFUSED = ("throttled", "busy")
+
+    def clean(self) -> dict:
+        attempt = throttle.Attempt.of(self.cleaned_data.get("username") or "", self.request.META["REMOTE_ADDR"])
+        wait = attempt.locked_for()
+        if wait:
+            raise forms.ValidationError(self.error_messages["throttled"], code="throttled",
+                                        params={"minutes": math.ceil(wait / 60)})
+        with throttle.password_check_slot() as may_check:
+            if not may_check:
+                raise forms.ValidationError(self.error_messages["busy"], code="busy")
+            try:
+                cleaned = super().clean()
+            except forms.ValidationError as error:
+                if error.code == "invalid_login":
+                    attempt.failed()
+                raise
+        attempt.succeeded()
+        return cleaned
+
+    def refused(self) -> bool:
+        """The login was refused by the throttle (not checked)."""
+        return any(error.code in self.REFUSED for error in self.errors.as_data().get("__all__", []))

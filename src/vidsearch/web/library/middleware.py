@@ -1,4 +1,5 @@
-"""Refuses bodies over the upload limit (413) before anything reads them; a missing store answers 503."""
+"""Refuses bodies over the upload limit (413) before anything reads them; a missing store answers 503; every answer
+carries the site's Content-Security-Policy."""
 
 from __future__ import annotations
 
@@ -45,3 +46,17 @@ class RequestSizeLimitMiddleware:
             log.error("%s", exception)
             return error_response(request, status=503, message=str(exception))
         return None
+
+
+class ContentSecurityPolicyMiddleware:
+    """`Content-Security-Policy` from settings.VIDSEARCH_CSP on every answer: the pages load scripts, styles, images
+    and video from the site alone, run no inline script, and may not be framed or post forms elsewhere."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
+        self.get_response = get_response
+        self.policy = "; ".join(f"{name} {' '.join(sources)}" for name, sources in settings.VIDSEARCH_CSP.items())
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        response.setdefault("Content-Security-Policy", self.policy)
+        return response

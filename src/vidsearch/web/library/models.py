@@ -1,7 +1,7 @@
 """The seed's caption database (§4.3.3, E-R diagram 4.5) and the upload jobs.
 
 `Category` (id, name, number of videos) 1—n `VideoClip` (video id, category, sentences joined by newlines), as the
-seed stored MSR-VTT's descriptions for its text-match mode. `UploadJob` follows one uploaded video through decoding,
+seed stored MSR-VTT's descriptions for its text-match mode. `UploadJob` follows one uploaded video through its check,
 keyframes and indexing.
 """
 
@@ -44,6 +44,7 @@ class VideoClip(models.Model):
 class UploadJob(models.Model):
     class Status(models.TextChoices):
         QUEUED = "queued", "queued"
+        CHECKING = "checking", "checking the file"
         KEYFRAMES = "keyframes", "extracting keyframes"
         INDEXING = "indexing", "encoding and adding to the store"
         DONE = "done", "searchable"
@@ -58,6 +59,7 @@ class UploadJob(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     error = models.TextField(blank=True)
     video_id = models.CharField(max_length=128, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0, help_text="times the background steps were started")
     created = models.DateTimeField(auto_now_add=True)
     updated = models.DateTimeField(auto_now=True)
 

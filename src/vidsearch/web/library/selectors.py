@@ -13,6 +13,7 @@ from pathlib import Path
 from vidsearch.store.search import SearchMode, SearchOptions, SearchResult
 from vidsearch.web.library.engine import get_library
 from vidsearch.web.library.models import Category, UploadJob, VideoClip
+from vidsearch.web.library.streaming import RecordedFile
 
 
 @dataclass(frozen=True)
@@ -116,13 +117,13 @@ def thumbnail_index(*, video_id: str, thumbnail: str | None) -> int:
     return entry.frames.index(thumbnail)
 
 
-def video_file(*, video_id: str) -> Path | None:
-    """The source file of a searchable video, as the keyframe cache recorded it."""
+def video_file(*, video_id: str) -> RecordedFile | None:
+    """The source file of a searchable video, as the keyframe cache recorded it (path, size, modification time)."""
     library = get_library()
     entry = library.cache_entry(video_id)
     if video_id not in library.store.videos() or entry is None or entry.status != "ok":
         return None
-    return Path(entry.source)
+    return RecordedFile(Path(entry.source), entry.size, entry.mtime)
 
 
 def thumbnail_file(*, video_id: str, index: int) -> Path | None:

@@ -1,9 +1,11 @@
 """Writes: the caption database from a manifest, and uploads (stored, checked, then ingested in the background).
 
-An upload is saved under a generated name (never the client's), checked by decoding it in a child process, and
-recorded as an `UploadJob`; the background thread then extracts its keyframes into the store's keyframe cache,
-encodes them with the store's model, adds the rows to the store, adds its captions to the caption database and
-makes the process's Searcher follow the new store version.
+An upload is saved under a generated name (never the client's) and recorded as an `UploadJob`; the request ends
+there. The background thread then checks it by decoding it in a child process (with limits on the work a file may
+ask for), extracts its keyframes into the store's keyframe cache, encodes them with the store's model, adds the rows
+to the store, adds its captions to the caption database and makes the process's Searcher follow the new store
+version. A user has at most VIDSEARCH_UPLOADS_PER_USER uploads unfinished. After a stop, `recover_uploads` resumes or
+fails every unfinished job and deletes files no job owns.
 """
 
 from __future__ import annotations
@@ -33,13 +35,20 @@ from vidsearch.web.library.videocheck import check_video
 log = logging.getLogger(__name__)
 
 UPLOAD_PREFIX = "upload-"
+PARTIAL_SUFFIX = ".partial"
 INGEST_TIMEOUT_S = 3600.0  # one step of one upload (keyframes, or encoding), in its own process
 INGEST_NICE = 10  # those processes yield the CPU to the server's request threads
+MAX_ATTEMPTS = 3  # an upload interrupted this many times (e.g. it keeps killing the server) fails
 INTERRUPTED = "interrupted: the server stopped before this upload was indexed; upload it again"
+FINISHED = (UploadJob.Status.DONE, UploadJob.Status.FAILED)
 
 
 class UploadRejected(Exception):
     """The uploaded file is not a video vidsearch can use; the message says why."""
+
+
+class TooManyUploads(Exception):
+    """The user has as many unfinished uploads as one may have; the message says so."""
 
 
 @dataclass(frozen=True)
@@ -90,29 +99,37 @@ def recount_categories() -> None:
 
 
 def create_upload(*, owner_id: int, upload: UploadedFile, category: str = "", sentences: str = "") -> UploadJob:
-    """Store and check an uploaded video, record its job and queue its ingestion; UploadRejected if unusable."""
+    """Store an uploaded file under a generated name and queue its job; nothing is decoded on the request's thread
+    (the check is the job's first step). TooManyUploads when the owner has VIDSEARCH_UPLOADS_PER_USER unfinished."""
+    _refuse_over_quota(owner_id)
     directory = uploads_dir()
-    name = f"{UPLOAD_PREFIX}{secrets.token_hex(8)}"
-    partial = directory / f".{name}.partial"
+    name = f"{UPLOAD_PREFIX}{secrets.token_hex(8)}"  # no suffix until the check names the container
+    partial = directory / f".{name}{PARTIAL_SUFFIX}"
     _save_upload(upload, partial)
-    try:
-        suffix = _check_upload(partial)
-    except UploadRejected:
-        partial.unlink(missing_ok=True)
-        raise
-    final = directory / f"{name}{suffix}"
-    os.replace(partial, final)
+    os.replace(partial, directory / name)
     fsync_dir(directory)
-    job = UploadJob.objects.create(owner_id=owner_id, file_name=final.name, size=upload.size,
-                                   category=category.strip(), sentences=sentences.strip())
+    try:
+        with transaction.atomic():  # IMMEDIATE: two requests of one owner cannot both pass the quota
+            _refuse_over_quota(owner_id)
+            job = UploadJob.objects.create(owner_id=owner_id, file_name=name, size=upload.size,
+                                           category=category.strip(), sentences=sentences.strip())
+    except TooManyUploads:
+        (directory / name).unlink(missing_ok=True)
+        raise
     transaction.on_commit(lambda: jobs.submit(run_upload_job, job_id=job.id))
-    log.info("upload %s stored as %s (%d bytes)", job.id, final.name, upload.size)
+    log.info("upload %s stored as %s (%d bytes), queued", job.id, name, upload.size)
     return job
+
+
+def _refuse_over_quota(owner_id: int) -> None:
+    unfinished = UploadJob.objects.filter(owner_id=owner_id).exclude(status__in=FINISHED).count()
+    if unfinished >= settings.VIDSEARCH_UPLOADS_PER_USER:
+        raise TooManyUploads(f"You have {unfinished} uploads in progress: wait until one is finished.")
 
 
 def uploads_dir() -> Path:
     directory = Path(settings.VIDSEARCH_UPLOADS)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     return directory
 
 
@@ -125,11 +142,41 @@ def _save_upload(upload: UploadedFile, path: Path) -> None:
         os.fsync(out.fileno())
 
 
+def run_upload_job(*, job_id: str) -> None:
+    """The background steps of one upload, from where it stands (each step can be run again after an interruption):
+    check, keyframes, rows, captions. Any failure ends the job with its reason and removes its file."""
+    job = UploadJob.objects.get(id=job_id)
+    job.attempts += 1
+    job.save(update_fields=["attempts", "updated"])
+    try:
+        if job.status in (UploadJob.Status.QUEUED, UploadJob.Status.CHECKING):
+            _check(job)
+        video_id = _ingest(job)
+    except Exception as error:  # whatever went wrong is the job's outcome, shown on its status page
+        log.warning("upload %s failed: %s", job.id, error)
+        _fail(job, str(error) or type(error).__name__)
+        return
+    _set_status(job, UploadJob.Status.DONE, video_id=video_id)
+
+
+def _check(job: UploadJob) -> None:
+    """Decode-check the stored file in a child process, then give it its container's suffix."""
+    _set_status(job, UploadJob.Status.CHECKING)
+    path = _stored_file(job)
+    if path is None:
+        raise UploadRejected("the stored file is missing")
+    final = path.with_name(_stem(path.name) + _check_upload(path))
+    os.replace(path, final)
+    fsync_dir(final.parent)
+    job.file_name = final.name
+    job.save(update_fields=["file_name", "updated"])
+
+
 def _check_upload(path: Path) -> str:
     """The file's suffix by its container, after decoding its first frame in a child process with a time limit."""
-    task = {"path": str(path), "max_seconds": 4 * 3600.0}
-    timeout = settings.VIDSEARCH_UPLOAD_CHECK_SECONDS
-    outcome = _worker_for(check_video, timeout).run(task)
+    task = {"path": str(path), "max_seconds": 4 * 3600.0, "max_packets": settings.VIDSEARCH_UPLOAD_MAX_PACKETS,
+            "max_packets_per_second": settings.VIDSEARCH_UPLOAD_MAX_PACKETS_PER_SECOND}
+    outcome = _worker_for(check_video, settings.VIDSEARCH_UPLOAD_CHECK_SECONDS).run(task)
     if outcome.failure:
         raise UploadRejected(f"not a usable video: {_reason(outcome.detail)}")
     return outcome.result["suffix"]
@@ -140,17 +187,24 @@ def _reason(detail: str) -> str:
     return detail.split(": ", 1)[1] if detail.startswith("VideoError: ") else detail
 
 
-def run_upload_job(*, job_id: str) -> None:
-    """The background steps of one upload; any failure ends the job with its reason."""
-    job = UploadJob.objects.get(id=job_id)
-    try:
-        video_id = _ingest(job)
-    except Exception as error:  # whatever went wrong is the job's outcome, shown on its status page
-        log.warning("upload %s failed: %s", job.id, error)
-        (uploads_dir() / job.file_name).unlink(missing_ok=True)
-        _set_status(job, UploadJob.Status.FAILED, error=str(error) or type(error).__name__)
-        return
-    _set_status(job, UploadJob.Status.DONE, video_id=video_id)
+def _stem(name: str) -> str:
+    """`upload-<hex>` of a stored file's name, with or without its suffix."""
+    return name.split(".", 1)[0]
+
+
+def _stored_file(job: UploadJob) -> Path | None:
+    """The job's file: by its recorded name, or by its stem when an interruption fell between the check's rename and
+    the record of the new name (the record is then corrected)."""
+    directory = uploads_dir()
+    if (directory / job.file_name).is_file():
+        return directory / job.file_name
+    stem = _stem(job.file_name)
+    found = [path for path in directory.glob(f"{stem}.*") if _stem(path.name) == stem and path.is_file()]
+    if len(found) != 1:
+        return None
+    job.file_name = found[0].name
+    job.save(update_fields=["file_name", "updated"])
+    return found[0]
 
 
 def _ingest(job: UploadJob) -> str:
@@ -158,7 +212,9 @@ def _ingest(job: UploadJob) -> str:
     from vidsearch.store.indexer import index_into  # torch: loaded by the server anyway, kept out of manage commands
 
     library = get_library()
-    path = uploads_dir() / job.file_name
+    path = _stored_file(job)
+    if path is None:
+        raise RuntimeError("the stored file is missing")
     _set_status(job, UploadJob.Status.KEYFRAMES)
     with library.ingesting() as before:
         extracted = _in_child(extract_into, {"video": str(path), "cache": str(library.cache_dir)})
@@ -168,13 +224,17 @@ def _ingest(job: UploadJob) -> str:
         raise RuntimeError(f"keyframes: {extracted['error']['code']}: {extracted['error']['message']}")
     video_id = extracted["video_id"]
     _set_status(job, UploadJob.Status.INDEXING, video_id=video_id)
-    captions = [line for line in job.sentences.splitlines() if line.strip()]
-    record = VideoRecord(video_id=video_id, source=str(path), captions=captions, split="test",
-                         category=job.category or None)
+    record = _record_of(job, path)
     _in_child(index_into, {"store": str(library.store.path), "records": [record.to_json()]})
     load_captions(records=[record])
     library.refresh()
     return video_id
+
+
+def _record_of(job: UploadJob, path: Path) -> VideoRecord:
+    captions = [line for line in job.sentences.splitlines() if line.strip()]
+    return VideoRecord(video_id=job.video_id, source=str(path), captions=captions, split="test",
+                       category=job.category or None)
 
 
 _workers: dict[tuple[Callable, float], IsolatedWorker] = {}
@@ -204,7 +264,62 @@ def _set_status(job: UploadJob, status: str, *, error: str = "", video_id: str |
     job.save(update_fields=["status", "error", "video_id", "updated"])
 
 
-def fail_interrupted_jobs() -> int:
-    """Jobs a stopped server left unfinished are marked failed (run once when the server starts)."""
-    return UploadJob.objects.exclude(status__in=[UploadJob.Status.DONE, UploadJob.Status.FAILED]).update(
-        status=UploadJob.Status.FAILED, error=INTERRUPTED)
+def _fail(job: UploadJob, reason: str) -> None:
+    path = _stored_file(job)
+    if path is not None:
+        path.unlink()
+    _set_status(job, UploadJob.Status.FAILED, error=reason)
+
+
+# --- after a stop --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Recovery:
+    resumed: int  # queued again, from the step they had reached
+    completed: int  # their rows were in the store: captions loaded, done
+    failed: int  # no file left, or interrupted MAX_ATTEMPTS times
+    orphans_removed: int  # files in the uploads directory no job owns, and partial uploads
+
+
+def recover_uploads() -> Recovery:
+    """Bring every job a stopped server left unfinished to a consistent state, then delete files no job owns.
+
+    Run once when the server starts, before it answers requests. A job whose video is already in the store gets its
+    captions and is done; one whose file is still there is queued again (every step can run twice: extraction skips
+    a video the cache has, indexing adds only videos the store lacks, captions are upserted); one without its file,
+    or interrupted MAX_ATTEMPTS times, fails and its file is removed.
+    """
+    library = get_library()
+    library.refresh()  # the latest published version: a job may have added rows the held one lacks
+    in_store = library.store.videos()
+    resumed = completed = failed = 0
+    for job in UploadJob.objects.exclude(status__in=FINISHED).order_by("created"):
+        path = _stored_file(job)
+        if job.video_id and job.video_id in in_store and path is not None:
+            load_captions(records=[_record_of(job, path)])
+            _set_status(job, UploadJob.Status.DONE)
+            completed += 1
+        elif path is None or job.attempts >= MAX_ATTEMPTS:
+            _fail(job, INTERRUPTED)
+            failed += 1
+        else:
+            jobs.submit(run_upload_job, job_id=job.id)
+            resumed += 1
+    return Recovery(resumed, completed, failed, _remove_orphans())
+
+
+def _remove_orphans() -> int:
+    """Delete uploads (and partial uploads) in the uploads directory that no job which may still need them owns."""
+    directory = uploads_dir()
+    owned = set(UploadJob.objects.exclude(status=UploadJob.Status.FAILED).values_list("file_name", flat=True))
+    removed = 0
+    for path in directory.iterdir():
+        name = path.name
+        ours = name.startswith(UPLOAD_PREFIX) or (name.startswith(f".{UPLOAD_PREFIX}") and
+                                                  name.endswith(PARTIAL_SUFFIX))
+        if ours and name not in owned and not path.is_symlink() and path.is_file():
+            path.unlink()
+            log.info("removed %s: no upload job owns it", path)
+            removed += 1
+    return removed

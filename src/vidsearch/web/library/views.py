@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -13,9 +14,9 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods
 
 from vidsearch.web.library import presenters, selectors, services
-from vidsearch.web.library.forms import PlayerForm, SearchForm, UploadForm
+from vidsearch.web.library.forms import LoginForm, PlayerForm, SearchForm, UploadForm
 from vidsearch.web.library.middleware import too_large
-from vidsearch.web.library.streaming import ranged_file_response
+from vidsearch.web.library.streaming import content_type_of, open_recorded, ranged_file_response
 
 EXAMPLES = 4
 K_CHOICES = (10, 20, 50, 100)
@@ -86,10 +87,12 @@ def _moment(data: dict[str, Any], duration: float | None) -> tuple[float | None,
 
 @require_http_methods(["GET", "HEAD"])
 def video_file(request: HttpRequest, video_id: str) -> HttpResponse:
-    path = selectors.video_file(video_id=video_id)
-    if path is None or not path.is_file():
+    recorded = selectors.video_file(video_id=video_id)
+    opened = open_recorded(recorded) if recorded is not None else None
+    if opened is None:
         raise Http404("no such video")
-    return ranged_file_response(path, range_header=request.META.get("HTTP_RANGE"))
+    return ranged_file_response(*opened, content_type=content_type_of(recorded.path),
+                                range_header=request.META.get("HTTP_RANGE"))
 
 
 @require_http_methods(["GET", "HEAD"])
@@ -114,11 +117,14 @@ def upload(request: HttpRequest) -> HttpResponse:
             job = services.create_upload(owner_id=request.user.id, upload=file,
                                          category=form.cleaned_data["category"],
                                          sentences=form.cleaned_data["sentences"])
-        except services.UploadRejected as error:
-            form.add_error("file", str(error))
-        else:
-            return redirect("upload-status", job_id=job.id)
-    status = 400 if form.errors else 200
+        except services.TooManyUploads as error:
+            form.add_error(None, str(error))
+            return _upload_page(request, form, status=429)
+        return redirect("upload-status", job_id=job.id)
+    return _upload_page(request, form, status=400 if form.errors else 200)
+
+
+def _upload_page(request: HttpRequest, form: UploadForm, *, status: int) -> HttpResponse:
     return render(request, "library/upload.html", {
         "form": form, "jobs": selectors.upload_jobs(owner_id=request.user.id),
         "limit_mb": settings.VIDSEARCH_MAX_UPLOAD_BYTES / 2**20}, status=status)
@@ -131,3 +137,16 @@ def upload_status(request: HttpRequest, job_id: str) -> HttpResponse:
     if job is None:
         raise Http404("no such upload")
     return render(request, "library/upload_status.html", {"job": job})
+
+
+class LoginView(auth_views.LoginView):
+    """Django's login view with the throttled form: a refused attempt answers 429 with Retry-After."""
+
+    form_class = LoginForm
+
+    def form_invalid(self, form: LoginForm) -> HttpResponse:
+        response = super().form_invalid(form)
+        if form.refused():
+            response.status_code = 429
+            response["Retry-After"] = "60"
+        return response

@@ -3,6 +3,7 @@
 The site reads one feature store, named by the environment variable VIDSEARCH_STORE; its SQLite database (the
 seed's caption database, users, upload jobs) lives inside that store as `site.sqlite3` unless VIDSEARCH_DB names
 another file. Uploaded videos go to `uploads/` inside the store unless VIDSEARCH_UPLOADS names another directory.
+VIDSEARCH_UPLOADS_PER_USER (default 2) is how many unfinished uploads one user may have.
 """
 
 from __future__ import annotations
@@ -28,23 +29,27 @@ VIDSEARCH_MAX_K = 100
 VIDSEARCH_DEFAULT_K = 20
 VIDSEARCH_REFRESH_SECONDS = 1.0  # how often a request checks the store for a newly published version
 VIDSEARCH_UPLOAD_CHECK_SECONDS = 120.0  # time limit of the decoding check of one upload
+VIDSEARCH_UPLOAD_MAX_PACKETS = 500_000  # packets of all streams of one upload (about 2 h of 30 fps video and audio)
+VIDSEARCH_UPLOAD_MAX_PACKETS_PER_SECOND = 250.0  # per second of the file's timestamps (120 fps video + audio + more)
+VIDSEARCH_UPLOADS_PER_USER = int(os.environ.get("VIDSEARCH_UPLOADS_PER_USER") or 2)  # unfinished uploads per user
 
 ROOT_URLCONF = "vidsearch.web.urls"
 WSGI_APPLICATION = "vidsearch.web.wsgi.application"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 INSTALLED_APPS = [
+    "vidsearch.web.library",  # first: its createsuperuser (password validators under --noinput) replaces auth's
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
-    "vidsearch.web.library",
 ]
 
 MIDDLEWARE = [
     "vidsearch.web.library.middleware.RequestSizeLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "vidsearch.web.library.middleware.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -79,8 +84,10 @@ DATABASES = {
 }
 
 AUTH_PASSWORD_VALIDATORS = [
-    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 10}},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "upload"
@@ -102,6 +109,15 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 SESSION_COOKIE_HTTPONLY = True
+# Content-Security-Policy of every answer: nothing from other origins, no inline script, no framing, no plugins.
+VIDSEARCH_CSP = {
+    "default-src": ["'self'"],
+    "img-src": ["'self'", "data:"],
+    "object-src": ["'none'"],
+    "base-uri": ["'none'"],
+    "form-action": ["'self'"],
+    "frame-ancestors": ["'none'"],
+}
 
 LOGGING = {
     "version": 1,
