@@ -125,7 +125,7 @@ class Library:
             if prepared is None:
                 return False
             with self._lock.writing():
-                self.searcher.use(*prepared)
+                self.searcher.use(prepared)
         log.info("now serving store version %d", self.store.version)
         return True
 
