@@ -278,6 +278,27 @@ class StoreIndex:
             fetch = min(segment.rows, 4 * fetch)
 
 
+class ShardedIndex:
+    """Several indexes (shards: stores or processes each holding part of the rows) searched as one: the query is
+    broadcast, each shard's top-k merged; row ids number the shards' rows one shard after the other."""
+
+    kind = "sharded"
+
+    def __init__(self, shards: list[VectorIndex]):
+        self.shards = shards
+        self._starts = np.cumsum([0] + [len(shard) for shard in shards])
+
+    def __len__(self) -> int:
+        return int(self._starts[-1])
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        found = [shard.search(queries, k) for shard in self.shards]
+        scores = np.concatenate([f[0] for f in found], axis=1)
+        ids = np.concatenate([np.where(f[1] >= 0, f[1] + start, -1) for f, start in zip(found, self._starts)], axis=1)
+        order = np.lexsort((np.where(ids >= 0, ids, np.iinfo(np.int64).max), -scores), axis=1)[:, :min(k, len(self))]
+        return np.take_along_axis(scores, order, axis=1), np.take_along_axis(ids, order, axis=1)
+
+
 _cache: OrderedDict[tuple[str, int, str, str], VectorIndex] = OrderedDict()
 _cache_lock = threading.Lock()
 

@@ -205,7 +205,9 @@ class _SegmentData:
 
     def __init__(self, directory: Path, entry: dict[str, Any]):
         self.id, self.first_row, self.rows = entry["id"], entry["first_row"], entry["rows"]
-        self.mapped: list[tuple[Path, list[int]]] = []  # memory-mapped files and their stat when verified
+        # Every file with its stat when opened (after the manifest check), and whether it stays memory-mapped.
+        self.files: list[tuple[Path, list[int], bool]] = [
+            (directory / e["file"], _stamp((directory / e["file"]).stat()), False) for e in _segment_files(entry)]
         self.arrays = {name: self._array(directory, file) for name, file in entry["arrays"].items()}
         self.columns = self._columns(directory, entry)
         self._index_entries: dict[str, dict[str, Any]] = entry.get("indexes", {})
@@ -219,7 +221,7 @@ class _SegmentData:
             array = np.load(path, allow_pickle=False)
         else:  # copy-on-write: callers may modify what they get (torch.from_numpy needs a writable array)
             array = np.load(path, mmap_mode="c", allow_pickle=False)
-            self.mapped.append((path, _stamp(path.stat())))
+            self.files = [(p, stamp, mapped or p == path) for p, stamp, mapped in self.files]
         if str(array.dtype) != entry["dtype"] or list(array.shape) != entry["shape"]:
             raise StoreCorrupted(f"{path}: {array.dtype}{list(array.shape)}, "
                                  f"the manifest says {entry['dtype']}{entry['shape']}")
@@ -441,18 +443,28 @@ class Store:
                 f"{fingerprint!r}. Rebuild the store with this model (vidsearch index) or search with its model."
             )
 
-    def check_files(self) -> None:
-        """Raise StoreCorrupted if a memory-mapped file of this version changed since it was verified (a truncated
-        mapped file would kill the process with SIGBUS at its next read, a rewritten one give other data)."""
+    def changed_files(self, *, mapped_only: bool = False) -> list[Path]:
+        """This version's files whose stat differs from when they were opened (truncated, rewritten, replaced); a
+        file deleted by a writer's garbage collection is not changed (what was read or mapped keeps its bytes)."""
+        changed = []
         for segment in self.segments:
-            for path, stamp in segment.data.mapped:
-                try:
-                    changed = _stamp(path.stat()) != stamp
-                except FileNotFoundError:
-                    continue  # deleted by a writer's garbage collection: the mapping keeps its pages
-                if changed:
-                    raise StoreCorrupted(f"{path} changed on disk after version {self.version} was opened "
-                                         f"(truncated or rewritten in place); not reading it")
+            for path, stamp, mapped in segment.data.files:
+                if mapped or not mapped_only:
+                    try:
+                        if _stamp(path.stat()) != stamp:
+                            changed.append(path)
+                    except FileNotFoundError:
+                        pass
+        return changed
+
+    def check_files(self) -> None:
+        """Raise StoreCorrupted if a memory-mapped file of this version changed since it was opened: reading a
+        truncated mapping kills the process (SIGBUS), a rewritten one gives other data. Files read into memory
+        keep serving what was verified."""
+        changed = self.changed_files(mapped_only=True)
+        if changed:
+            raise StoreCorrupted(f"{', '.join(map(str, changed))} changed on disk after version {self.version} was "
+                                 f"opened (truncated or rewritten in place); not reading it")
 
     def array(self, name: str) -> np.ndarray:
         """The live rows of array `name`: a memory map when the store is one large segment without tombstones."""
