@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from vidsearch.bench.common import emit, log, median, percentile, summary
-from vidsearch.bench.search import DIM, clustered_vectors
+from vidsearch.bench.search import CLUSTERS, DIM, clustered_vectors
 
 MOMENTS = 4
 RECALL_QUERIES = 200
@@ -70,11 +70,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--queries", type=int, default=RECALL_QUERIES, help="queries timed and scored per set")
     parser.add_argument("--no-baseline", action="store_true", help="skip the in-reader index build baseline")
     parser.add_argument("--workdir", type=Path, help="where stores are written (default: a temp dir)")
+    parser.add_argument("--clusters", type=int, help="cluster centres of the vectors (default 4096; --quick 64)")
+    parser.add_argument("--index-min-rows", type=int,
+                        help="segments this large get a persisted index (default the store's; --quick 10000)")
 
 
 def run(args: argparse.Namespace) -> None:
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else \
         [20_000] if args.quick else [100_000, 1_000_000] + ([10_000_000] if args.full else [])
+    args.clusters = args.clusters or (64 if args.quick else CLUSTERS)
+    if args.quick and args.index_min_rows is None:
+        args.index_min_rows = 10_000
     results = []
     with tempfile.TemporaryDirectory(prefix="vidsearch-bench-scale-", dir=args.workdir) as scratch:
         for rows in sizes:
@@ -94,20 +100,21 @@ def _measure_size(rows: int, path: Path, args: argparse.Namespace) -> dict:
     from vidsearch.store.store import RowMeta
 
     log(f"scale: {rows} rows")
-    vectors = clustered_vectors(rows, seed=rows)
+    vectors = clustered_vectors(rows, seed=rows, clusters=args.clusters)
     metas = [RowMeta(f"video{i // MOMENTS:08d}", 2.0 * (i % MOMENTS), 2.0 * (i % MOMENTS) + 2, "circle",
                      f"frames/video{i // MOMENTS:08d}/{i % MOMENTS:04d}.jpg") for i in range(rows)]
     started = time.perf_counter()
-    feature_store.write(path, {"video_feature": vectors}, fingerprint="bench", rows=metas)
+    feature_store.write(path, {"video_feature": vectors}, fingerprint="bench", rows=metas,
+                        index_min_rows=args.index_min_rows)
     publish = time.perf_counter() - started
     del metas
     record = {"rows": rows, "publish_s": round(publish, 2),
               "disk_bytes": sum(p.stat().st_size for p in path.iterdir() if p.is_file()),
               "vector_bytes": vectors.nbytes}
-    queries = {"cluster": clustered_vectors(args.queries, seed=rows + 1),
+    queries = {"cluster": clustered_vectors(args.queries, seed=rows + 1, clusters=args.clusters),
                "random": _unit(np.random.default_rng(rows + 2).standard_normal((args.queries, DIM)))}
     record.update(_served(path, vectors, queries))
-    record.update(_adds(path, args.adds))
+    record.update(_adds(path, args.adds, args.index_min_rows))
     if not args.no_baseline:
         record.update(_baseline(vectors, queries["cluster"]))
     return record
@@ -156,7 +163,7 @@ def _served(path: Path, vectors: np.ndarray, queries: dict[str, np.ndarray]) -> 
     return record
 
 
-def _adds(path: Path, adds: int) -> dict:
+def _adds(path: Path, adds: int, index_min_rows: int | None) -> dict:
     """Seconds from `store.add` of one video to a serving Searcher returning its row, `adds` times."""
     from vidsearch.store import store as feature_store
     from vidsearch.store.search import FunctionEncoder, Searcher, SearchOptions
@@ -172,7 +179,8 @@ def _adds(path: Path, adds: int) -> dict:
         video = f"added{number:04d}"
         rows = [RowMeta(video, 2.0 * i, 2.0 * i + 2, "circle", f"frames/{video}/{i:04d}.jpg") for i in range(MOMENTS)]
         started = time.perf_counter()
-        feature_store.add(path, {"video_feature": vectors}, fingerprint="bench", rows=rows)
+        feature_store.add(path, {"video_feature": vectors}, fingerprint="bench", rows=rows,
+                          index_min_rows=index_min_rows)
         searcher.refresh()
         hit = searcher.search(video, SearchOptions(k=1)).hits
         times.append(time.perf_counter() - started)

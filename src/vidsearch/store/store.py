@@ -45,6 +45,7 @@ import fcntl
 import json
 import logging
 import math
+import mmap
 import os
 import re
 import threading
@@ -209,6 +210,8 @@ class _SegmentData:
         self.files: list[tuple[Path, list[int], bool]] = [
             (directory / e["file"], _stamp((directory / e["file"]).stat()), False) for e in _segment_files(entry)]
         self.arrays = {name: self._array(directory, file) for name, file in entry["arrays"].items()}
+        for name in entry.get("indexes", {}):
+            _read_randomly(self.arrays[name])
         self.columns = self._columns(directory, entry)
         self._index_entries: dict[str, dict[str, Any]] = entry.get("indexes", {})
         self._indexes: dict[str, Any] = {}
@@ -583,6 +586,14 @@ def _check_file(directory: Path, entry: dict[str, Any], verify: Verify) -> None:
     if actual != entry["sha256"]:
         raise StoreCorrupted(f"{path}: sha256 {actual} does not match the manifest's {entry['sha256']}: the file is "
                              f"corrupted; rebuild the store (vidsearch index)")
+
+
+def _read_randomly(array: np.ndarray) -> None:
+    """Tell the kernel a mapped array is read at random rows (an index's candidates re-ranked): no read-ahead, so
+    each row read costs its own pages, not 128 KB around it (which filled memory with the whole file at 1 M rows)."""
+    mapping = getattr(array, "_mmap", None)
+    if mapping is not None and hasattr(mmap, "MADV_RANDOM"):
+        mapping.madvise(mmap.MADV_RANDOM)
 
 
 def _stamp(stat: os.stat_result) -> list[int]:
