@@ -160,3 +160,13 @@ def test_two_shards_searched_and_merged_equal_one_store(tmp_path, helpers):
     np.testing.assert_array_equal(ids, expected_ids)
     np.testing.assert_allclose(scores, expected_scores, rtol=0, atol=1e-6)
     assert len(shards) == 600
+
+
+def test_store_positions_and_segment_rows_map_both_ways_around_removed_rows(tmp_path, helpers):
+    helpers.add_videos(tmp_path, [f"v{i}" for i in range(10)])  # 20 rows in one segment
+    st.remove(tmp_path, video_ids=["v0", "v4"], moments=[("v9", 2.0), ("v5", 0.0)], auto_compact=False)
+    segment = Store.open(tmp_path).segments[0]
+    live = np.flatnonzero(segment.live)
+    assert segment.dead.tolist() == [0, 1, 8, 9, 10, 19] and segment.live_rows == 14
+    np.testing.assert_array_equal(segment.positions(live), np.arange(14))
+    np.testing.assert_array_equal(segment.locals_of(np.arange(14)), live)

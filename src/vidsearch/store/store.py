@@ -307,11 +307,12 @@ class Segment:
 
     def locals_of(self, positions: np.ndarray) -> np.ndarray:
         """Local rows of store positions that fall in this segment."""
-        live_local = np.asarray(positions, dtype=np.int64) - self.offset
+        live_rank = np.asarray(positions, dtype=np.int64) - self.offset
         if not len(self.dead):
-            return live_local
-        alive = np.flatnonzero(self.live)
-        return alive[live_local]
+            return live_rank
+        # The r-th live row is r plus the number of dead rows before it: dead[j] - j (live rows before the j-th dead
+        # one) is non-decreasing, so that number is a binary search.
+        return live_rank + np.searchsorted(self.dead - np.arange(len(self.dead)), live_rank, side="right")
 
 
 class RowColumn(Sequence):
