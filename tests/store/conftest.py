@@ -68,6 +68,6 @@ def assert_consistent(store) -> None:
 def helpers():
     import types
 
-    return types.SimpleNamespace(unit_rows=unit_rows, clustered=clustered, vector_of=vector_of, moments=moments, batch=batch,
-                                 add_videos=add_videos, write_videos=write_videos,
+    return types.SimpleNamespace(unit_rows=unit_rows, clustered=clustered, vector_of=vector_of, moments=moments,
+                                 batch=batch, add_videos=add_videos, write_videos=write_videos,
                                  assert_consistent=assert_consistent, DIM=DIM)

@@ -68,7 +68,8 @@ def test_a_small_segment_added_is_searchable_at_once_beside_the_indexed_one(tmp_
     assert searcher.refresh()
     served, exact = (searcher.search("7", SearchOptions(k=5, index=kind)) for kind in ("auto", "exact"))
     assert "v3" not in [h.video_id for h in served.hits]
-    assert [(h.video_id, round(h.score, 5)) for h in served.hits] == [(h.video_id, round(h.score, 5)) for h in exact.hits]
+    assert [(h.video_id, round(h.score, 5)) for h in served.hits] == [
+        (h.video_id, round(h.score, 5)) for h in exact.hits]
 
 
 def test_compaction_indexes_the_merged_segment_and_collects_the_old_files(tmp_path, helpers):

@@ -232,7 +232,8 @@ def run(args: argparse.Namespace) -> None:
     seed = records[SEED_ROWS]["seed"]
     summary("search", seed["seed"]["p50_ms"] / seed["ours"]["p50_ms"], baseline="seed path at 10k",
             seed_p50_ms=seed["seed"]["p50_ms"], vidsearch_p50_ms_10k=seed["ours"]["p50_ms"],
-            p50_ms={f"{rows}/{index}": records[rows][index]["p50_ms"] for rows in sizes for index in ("exact", "faiss")},
+            p50_ms={f"{rows}/{index}": records[rows][index]["p50_ms"]
+                    for rows in sizes for index in ("exact", "faiss")},
             recall_at_10={rows: records[rows]["recall"]["cluster_queries"]["recall_at_10"] for rows in sizes},
             recall_at_10_random_queries={rows: records[rows]["recall"]["random_queries"]["recall_at_10"]
                                          for rows in sizes},

@@ -1,9 +1,10 @@
 """Query → hits: the library function the CLI and the web app call (contract in docs/contracts.md, "Search").
 
 A query is encoded by a text encoder passed in (anything with `encode(list[str]) -> [N, D]` float32 L2-normalised
-and a `fingerprint`), through an LRU cache keyed by the query text; the vector's top rows (exact or FAISS, see
-`index.py`) are grouped by video, best moment first. Hybrid mode also matches the query as a case-insensitive
-substring of the videos' captions (the seed's text-match mode) and can fuse both rankings by reciprocal rank fusion.
+and a `fingerprint`), through an LRU cache keyed by the query text; the vector's top rows (segment by segment,
+exactly or through the store's persisted FAISS indexes, see `index.py`) are grouped by video, best moment first.
+Hybrid mode also matches the query as a case-insensitive substring of the videos' captions (the seed's text-match
+mode) and can fuse both rankings by reciprocal rank fusion.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ class SearchOptions:
     mode: SearchMode = "vector"
     threshold: float | None = None  # minimum cosine similarity of a moment
     category: str | None = None  # only videos of this category
-    index: IndexKind = "auto"  # exact below 100 k vectors, FAISS above (see index.py)
+    index: IndexKind = "auto"  # "auto"/"faiss": segments' persisted indexes where they have one; "exact": none
     fuse: bool = True  # hybrid: order hits by reciprocal rank fusion of vector and caption rankings
     moments_per_video: int = 3
     rrf_k: int = RRF_K
@@ -93,7 +94,7 @@ class SearchResult:
     hits: list[VideoHit]
     text_matches: list[TextMatch]
     store_version: int
-    index: str | None  # "exact", "faiss-hnsw", "faiss-ivf"; None in text mode
+    index: str | None  # "exact", "ivf-pq+rerank", "ivf-pq+rerank+exact" (see index.py); None in text mode
     cached_query: bool  # the query vector came from the cache
     timings_ms: dict[str, float] = field(default_factory=dict)
 

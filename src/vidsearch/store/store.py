@@ -819,12 +819,14 @@ def _merge_plan(manifest: dict[str, Any]) -> list[tuple[int, int]]:
         if stop - start >= MERGE_FANOUT:
             plan.append((start, stop))
         else:
-            plan += [(i, i + 1) for i in range(start, stop) if dead[i] > COMPACT_TOMBSTONE_FRACTION * segments[i]["rows"]]
+            plan += [(i, i + 1) for i in range(start, stop)
+                     if dead[i] > COMPACT_TOMBSTONE_FRACTION * segments[i]["rows"]]
         start = stop
     remaining = len(segments) - sum(stop - start - 1 for start, stop in plan)
     if remaining > COMPACT_MAX_SEGMENTS:
         tail = len(segments) - (remaining - COMPACT_MAX_SEGMENTS + 1)
-        plan = [(a, b) for a, b in plan if b <= tail] + [(min([tail] + [a for a, b in plan if b > tail]), len(segments))]
+        first = min([tail] + [a for a, b in plan if b > tail])  # a planned run that overlaps the tail joins it
+        plan = [(a, b) for a, b in plan if b <= tail] + [(first, len(segments))]
     return plan
 
 
