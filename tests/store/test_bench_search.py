@@ -19,7 +19,8 @@ def test_query_texts_are_distinct():
 
 
 def test_quick_run_reports_every_size_and_the_seed_ratio(capsys):
-    assert main(["search", "--quick", "--queries", "3", "--recall-queries", "20", "--clusters", "64"]) == 0
+    assert main(["search", "--quick", "--queries", "3", "--recall-queries", "20", "--clusters", "64",
+                 "--index-min-rows", "1000"]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     summary = lines[-1]
     assert summary["bench"] == "search" and summary["ratio"] > 0

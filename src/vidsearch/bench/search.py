@@ -3,8 +3,9 @@
 Stores of 1 k, 10 k, 100 k and 1 M rows (`--quick`: 1 k and 10 k) of 512-d float32 unit vectors drawn from a mixture
 of Gaussian clusters (real video features cluster; vectors uniform on the sphere are a worst case for ANN). Every
 timed query is a different text, so the Searcher's LRU cache never helps; the cached repeat of each query is timed
-separately. Each store is written with its persisted index (`--index-min-rows`, default 1000: every size here), so
-"faiss" is what a served library searches: the segment's IVF-PQ fast-scan index, top candidates re-ranked exactly.
+separately. Each store is written as the store writes it: with its persisted index from `--index-min-rows` rows
+(default the store's 50 000), so "faiss" is what a served library searches — the segment's IVF-PQ fast-scan index,
+top candidates re-ranked exactly — and exact search below that size.
 Its recall@10 is measured against exact search on two query sets: vectors drawn from the data's own cluster centres
 (in-distribution: the figure a library of videos of a few kinds would see) and random directions unrelated to the
 clusters (a floor: their nearest rows are barely nearer than the rest, so no IVF setting finds them reliably).
@@ -57,7 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads for encoding (both paths)")
     parser.add_argument("--workdir", type=Path, help="where stores are written (default: a temp dir)")
     parser.add_argument("--clusters", type=int, default=CLUSTERS, help="cluster centres of the generated vectors")
-    parser.add_argument("--index-min-rows", type=int, default=1000, help="stores this large get a persisted index")
+    parser.add_argument("--index-min-rows", type=int, help="stores this large get a persisted index (default: the "
+                                                            "store's threshold, 50 000, as served)")
 
 
 def clustered_vectors(rows: int, *, seed: int, clusters: int = CLUSTERS) -> np.ndarray:
