@@ -80,6 +80,7 @@ class Library:
         self._cache: tuple[tuple[int, int], FrameCache] | None = None
         self._ingesting = 0
         self._cache_reloading = False
+        self._changed_warned: list[Path] = []
 
     @classmethod
     def open(cls, store_dir: str | Path, *, refresh_seconds: float = 1.0) -> Library:
@@ -138,7 +139,8 @@ class Library:
     def _warn_if_changed(self) -> None:
         """Files of the version served changed on disk: say so (searches of files read into memory go on)."""
         changed = self.store.changed_files()
-        if changed:
+        if changed and changed != self._changed_warned:  # once, not at every check
+            self._changed_warned = changed
             log.warning("files of store version %d changed on disk (truncated or rewritten): %s; serving it from "
                         "what was read when it was opened, where that holds", self.store.version,
                         ", ".join(map(str, changed)))
@@ -221,6 +223,7 @@ class Library:
         finally:
             with self._cache_lock:
                 self._cache_reloading = False
+        self._changed_warned: list[Path] = []
 
 
 _library: Library | None = None
