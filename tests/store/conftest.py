@@ -17,6 +17,14 @@ def unit_rows(count: int, dim: int = DIM, seed: int = 0) -> np.ndarray:
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
+def clustered(count: int, dim: int, seed: int, clusters: int = 40) -> np.ndarray:
+    """Random unit vectors around random centres, as features of videos of a few kinds are."""
+    rng = np.random.default_rng(seed)
+    centres = np.random.default_rng(0).standard_normal((clusters, dim))
+    points = centres[rng.integers(0, clusters, count)] + 0.5 * rng.standard_normal((count, dim))
+    return (points / np.linalg.norm(points, axis=1, keepdims=True)).astype(np.float32)
+
+
 def vector_of(key: str, dim: int = DIM) -> np.ndarray:
     """A unit vector determined by `key`: lets a test check that every row still holds its own data."""
     return unit_rows(1, dim, seed=zlib.crc32(key.encode()))[0]
@@ -60,6 +68,6 @@ def assert_consistent(store) -> None:
 def helpers():
     import types
 
-    return types.SimpleNamespace(unit_rows=unit_rows, vector_of=vector_of, moments=moments, batch=batch,
-                                 add_videos=add_videos, write_videos=write_videos,
+    return types.SimpleNamespace(unit_rows=unit_rows, clustered=clustered, vector_of=vector_of, moments=moments,
+                                 batch=batch, add_videos=add_videos, write_videos=write_videos,
                                  assert_consistent=assert_consistent, DIM=DIM)

@@ -3,16 +3,19 @@ import json
 import pytest
 
 from vidsearch.bench.__main__ import main
+from vidsearch.store import index as ix
 
 
-def test_small_run_reports_bytes_per_vector_and_per_row(capsys):
+def test_quick_run_measures_the_served_index_and_the_reader_built_baseline(capsys, monkeypatch):
     pytest.importorskip("faiss")
-    assert main(["scale", "--rows", "3000", "--queries", "20", "--metadata-rows", "400"]) == 0
+    monkeypatch.setattr(ix, "IVF_MIN_ROWS", 1000)  # the baseline: the IVF-flat index readers used to build
+    assert main(["scale", "--quick", "--adds", "3", "--queries", "30"]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    indexes, metadata, summary = lines[:-2], lines[-2], lines[-1]
-    assert [line["code_bytes"] for line in indexes] == [2048, 512, 64, 32, 32]
-    assert indexes[-1]["index"] == "ivf-pq64x4fs + exact re-rank of 200"
-    assert all(0 <= line["recall_at_10"] <= 1 for line in indexes)
-    assert metadata["rows"] == metadata["table_rows"] == 400 and metadata["videos"] == 100
-    assert metadata["disk_bytes_per_row"] > 0 and metadata["python_bytes_per_row"] > 0
-    assert summary["bench"] == "scale" and summary["ratio"] == 64.0
+    record, summary = lines[0], lines[-1]
+    assert record["rows"] == 20_000 and record["index"] == "ivf-pq+rerank"
+    assert record["recall_at_10"] >= 0.9, f"re-ranked IVF-PQ recall@10 on clustered data: {record['recall_at_10']}"
+    assert record["baseline_index"] == "faiss-ivf" and record["baseline_recall_at_10"] >= 0.9, record
+    assert 0 <= record["recall_at_10_random_queries"] <= 1 and record["adds"] == 3
+    assert record["disk_bytes"] > record["vector_bytes"] == 20_000 * 512 * 4
+    assert summary["bench"] == "scale" and summary["ratio"] == pytest.approx(
+        record["baseline_searchable_s"] / record["searchable_p50_s"], rel=0.01)

@@ -19,9 +19,14 @@ def test_query_texts_are_distinct():
 
 
 def test_quick_run_reports_every_size_and_the_seed_ratio(capsys):
-    assert main(["search", "--quick", "--queries", "3", "--recall-queries", "20"]) == 0
+    assert main(["search", "--quick", "--queries", "3", "--recall-queries", "20", "--clusters", "64",
+                 "--index-min-rows", "1000"]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     summary = lines[-1]
     assert summary["bench"] == "search" and summary["ratio"] > 0
     assert set(summary["p50_ms"]) == {"1000/exact", "1000/faiss", "10000/exact", "10000/faiss"}
-    assert all(0 <= recall <= 1 for recall in summary["recall_at_10"].values())
+    recall = summary["recall_at_10"]
+    assert recall["10000"] >= 0.9 and recall["1000"] >= 0.9, f"persisted index recall@10 on clustered data: {recall}"
+    assert set(summary["recall_at_10_random_queries"]) == {"1000", "10000"}
+    faiss = [line for line in lines if line.get("index") == "ivf-pq+rerank" and "p50_ms" in line]
+    assert len(faiss) == 2, "the faiss timings must come from the persisted index"

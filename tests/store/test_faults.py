@@ -4,7 +4,6 @@ import errno
 import os
 import random
 import signal
-import time
 
 import pytest
 
@@ -13,10 +12,28 @@ from vidsearch.store import store as st
 from vidsearch.store.store import Store
 
 KILLS = 60
+MAX_KILL_POINT = 120  # an add makes ≈ 30 write/fsync/rename calls: kills land in the first four publishes
 
 
-def _child(path, trial: int, report_fd: int, add_videos) -> None:
+def _die_at_io_call(kill_at: int) -> None:
+    """From now on (in this forked child), SIGKILL this process at its `kill_at`-th write, fsync or rename."""
+    calls = 0
+    for owner, name in ((fsutil, "write_all"), (os, "fsync"), (os, "replace")):
+        original = getattr(owner, name)
+
+        def counted(*args, original=original, **kwargs):
+            nonlocal calls
+            calls += 1
+            if calls == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return original(*args, **kwargs)
+
+        setattr(owner, name, counted)
+
+
+def _child(path, trial: int, kill_at: int, report_fd: int, add_videos) -> None:
     rng = random.Random(trial)
+    _die_at_io_call(kill_at)
     for step in range(10_000):
         version = add_videos(path, [f"t{trial}-{step}-{i}" for i in range(rng.randint(1, 3))])
         if rng.random() < 0.3:
@@ -25,40 +42,41 @@ def _child(path, trial: int, report_fd: int, add_videos) -> None:
         os.write(report_fd, f"{version}\n".encode())
 
 
-def _run_and_kill(path, trial: int, delay: float, add_videos) -> int:
-    """Fork a writer, SIGKILL it after `delay` seconds; return the last version it reported published (0: none)."""
+def _run_until_killed(path, trial: int, kill_at: int, add_videos) -> int:
+    """Fork a writer that is SIGKILLed at its `kill_at`-th I/O call; return the last version it reported (0: none)."""
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child never returns into pytest
         try:
             os.close(read_fd)
-            _child(path, trial, write_fd, add_videos)
+            _child(path, trial, kill_at, write_fd, add_videos)
         finally:
             os._exit(0)
     os.close(write_fd)
-    time.sleep(delay)
-    os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
     with os.fdopen(read_fd) as reports:
         versions = [int(line) for line in reports.read().split()]
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, f"trial {trial}: exit status {status}"
     return versions[-1] if versions else 0
 
 
-def test_writer_killed_at_random_points_never_loses_a_published_version(tmp_path, helpers):
+def test_writer_killed_at_every_kind_of_point_never_loses_a_published_version(tmp_path, helpers):
+    """Kill points are chosen by progress (the N-th write, fsync or rename of the writer), never by time."""
     path = tmp_path / "store"
     published = helpers.add_videos(path, ["seed-video"])
     rng = random.Random(1234)
-    interrupted = 0
+    interrupted = reported_any = 0
     for trial in range(KILLS):
-        reported = _run_and_kill(path, trial, rng.uniform(0.0, 0.04), helpers.add_videos)
+        reported = _run_until_killed(path, trial, rng.randint(1, MAX_KILL_POINT), helpers.add_videos)
+        reported_any += reported > 0
         published = max(published, reported)
         interrupted += any(name.endswith(".tmp") for name in os.listdir(path))
         store = Store.open(path, verify="full")
         assert store.version >= published, f"trial {trial}: version {published} was published, not in the store"
         helpers.assert_consistent(store)
         published = store.version
-    assert published > KILLS // 2, "the writers were killed before they could publish much: delays too short"
-    assert interrupted >= 5, f"only {interrupted} kills landed inside a write: delays do not cover the write path"
+    assert reported_any >= KILLS // 2, f"only {reported_any} writers published before their kill"
+    assert interrupted >= KILLS // 2, f"only {interrupted} kills left a write unfinished"
 
 
 class Faults:

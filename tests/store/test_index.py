@@ -39,19 +39,11 @@ def recall_at(approx_ids, exact_ids):
     return np.mean([len(set(a) & set(e)) / len(e) for a, e in zip(approx_ids, exact_ids)])
 
 
-def clustered(count, dim, seed, clusters=40):
-    """Random vectors around random centres, as features of videos of a few kinds are."""
-    rng = np.random.default_rng(seed)
-    centres = np.random.default_rng(0).standard_normal((clusters, dim))
-    points = centres[rng.integers(0, clusters, count)] + 0.5 * rng.standard_normal((count, dim))
-    return (points / np.linalg.norm(points, axis=1, keepdims=True)).astype(np.float32)
-
-
 @pytest.mark.parametrize("ivf", [False, True])
 def test_faiss_recall_on_random_data(helpers, monkeypatch, ivf):
     """HNSW on vectors uniform on the sphere (the hardest case); IVF on random clustered vectors."""
     monkeypatch.setattr(ix, "IVF_MIN_ROWS", 1000 if ivf else 10**9)
-    make = clustered if ivf else helpers.unit_rows
+    make = helpers.clustered if ivf else helpers.unit_rows
     vectors, queries = make(8000, 32, seed=3), make(50, 32, seed=4)
     index = ix.build_index(vectors, "faiss")
     assert index.kind == ("faiss-ivf" if ivf else "faiss-hnsw") and len(index) == 8000

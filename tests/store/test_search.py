@@ -145,15 +145,21 @@ def test_refresh_follows_a_new_version(store, tmp_path):
     assert "red" not in [h.video_id for h in searcher.search("axis 0").hits]
 
 
-def test_faiss_search_matches_exact(tmp_path, helpers):
-    arrays, rows = helpers.batch([f"v{i}" for i in range(300)])
-    st.write(tmp_path, arrays, fingerprint="m", rows=rows)
-    encoder = FunctionEncoder(lambda texts: helpers.unit_rows(len(texts), seed=9), "m")
+def test_persisted_index_search_matches_exact_on_20k_rows(tmp_path, helpers):
+    """20 000 clustered rows: the index probes a quarter of its lists and ranks by 4-bit codes, not exhaustively."""
+    vectors = helpers.clustered(20_000, 64, seed=5)
+    st.write(tmp_path, {"video_feature": vectors}, fingerprint="m", index_min_rows=10_000)
+    queries = helpers.clustered(20, 64, seed=6)
+    encoder = FunctionEncoder(lambda texts: queries[[int(t) for t in texts]], "m")
     searcher = Searcher(Store.open(tmp_path), encoder)
-    exact = searcher.search("q", SearchOptions(k=5, index="exact"))
-    approx = searcher.search("q", SearchOptions(k=5, index="faiss"))
-    assert approx.index == "faiss-hnsw"
-    assert [h.video_id for h in approx.hits] == [h.video_id for h in exact.hits]
+    same = 0
+    for number in range(len(queries)):
+        exact = searcher.search(str(number), SearchOptions(k=10, index="exact"))
+        approx = searcher.search(str(number), SearchOptions(k=10))
+        assert approx.index == "ivf-pq+rerank" and exact.index == "exact"
+        same += [h.video_id for h in approx.hits] == [h.video_id for h in exact.hits]
+        assert [h.score for h in approx.hits][:1] == pytest.approx([h.score for h in exact.hits][:1], abs=1e-6)
+    assert same >= 18, f"only {same} of 20 queries got exact search's top 10 videos in its order"
 
 
 def test_unknown_mode_refused(store):

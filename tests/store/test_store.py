@@ -5,10 +5,12 @@ import numpy as np
 import pytest
 
 from vidsearch.store import store as st
-from vidsearch.store.store import FeatureDatabase, FingerprintMismatch, Store, StoreCorrupted, StoreNotFound
+from vidsearch.store.store import (FeatureDatabase, FingerprintMismatch, RowMeta, Store, StoreCorrupted,
+                                   StoreNotFound)
 
 
-def test_round_trip_manifest_and_memory_map(tmp_path, helpers):
+def test_round_trip_manifest_and_memory_map(tmp_path, helpers, monkeypatch):
+    monkeypatch.setattr(st, "COPY_MAX_BYTES", 0)  # every file memory-mapped
     arrays, rows = helpers.batch(["a", "b"])
     arrays["video_id"] = np.arange(4, dtype=np.int64)
     version = st.write(tmp_path, arrays, fingerprint="model-1", rows=rows, info={"frames": "/cache"})
@@ -20,10 +22,26 @@ def test_round_trip_manifest_and_memory_map(tmp_path, helpers):
     assert store.row(3) == rows[3]
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     entry = manifest["segments"][0]["arrays"]["video_feature"]
-    assert manifest["format"] == "vidsearch-feature-store" and manifest["format_version"] == 1
+    assert manifest["format"] == "vidsearch-feature-store" and manifest["format_version"] == 2
     assert (entry["dtype"], entry["shape"]) == ("float32", [4, helpers.DIM])
     assert entry["file"].endswith(f".{entry['sha256'][:12]}.npy") and len(entry["sha256"]) == 64
     assert manifest["segments"][0]["meta"]["file"].endswith(".json")
+    columns = manifest["segments"][0]["columns"]
+    assert {name: (c["dtype"], c["shape"]) for name, c in columns.items()} == {
+        "video": ("int32", [4]), "start": ("float64", [4]), "end": ("float64", [4]), "thumbnail": ("|S14", [4])}
+
+
+def test_small_files_are_read_into_memory_and_metadata_is_columnar(tmp_path, helpers):
+    arrays, rows = helpers.batch(["a", "b"])
+    rows[0] = RowMeta("a", None, None, "circle", None, rows[0].captions)
+    st.write(tmp_path, arrays, fingerprint="m", rows=rows)
+    store = Store.open(tmp_path)
+    assert not isinstance(store.array("video_feature"), np.memmap)
+    assert not any(mapped for _, _, mapped in store.segments[0].data.files)
+    columns = store.segments[0].data.columns
+    assert columns.video.tolist() == [0, 0, 1, 1] and columns.video_ids == ["a", "b"]
+    assert np.isnan(columns.start[0]) and columns.thumbnail[0] == b""
+    assert [store.row(i) for i in range(4)] == rows and store.rows.start[0] is None
 
 
 def test_no_pickle_in_files(tmp_path, helpers):
@@ -48,13 +66,16 @@ def test_incremental_add_remove_compact(tmp_path, helpers):
     helpers.assert_consistent(store)
     st.remove(tmp_path, video_ids=["b"], auto_compact=False)
     assert len(st.read_manifest(tmp_path)["tombstones"]) == 3
-    assert st.compact(tmp_path) == 5  # 3 dead of 6 rows: compaction pays
+    before = st.read_manifest(tmp_path)
+    assert st.compact(tmp_path) == 5  # 3 dead of the first segment's 4 rows: rewriting it pays
     store = Store.open(tmp_path)
     manifest = st.read_manifest(tmp_path)
-    assert (len(manifest["segments"]), manifest["tombstones"]) == (1, [])
+    assert (len(manifest["segments"]), manifest["tombstones"]) == (2, [])
+    assert manifest["segments"][1] == before["segments"][1], "the segment without removed rows was rewritten"
     assert store.rows.video_id == ["a", "c", "c"] and set(store.videos()) == {"a", "c"}
     helpers.assert_consistent(store)
-    assert len(list(tmp_path.glob("seg*"))) == 2, "garbage collection left files of old versions"
+    referenced = {entry["file"] for entry in st._file_entries(manifest)}
+    assert {p.name for p in tmp_path.glob("seg*")} == referenced, "garbage collection left files of old versions"
 
 
 def test_compact_only_when_it_pays(tmp_path, helpers):
@@ -64,10 +85,24 @@ def test_compact_only_when_it_pays(tmp_path, helpers):
     assert st.compact(tmp_path, force=True) == 4
 
 
-def test_auto_compaction_on_many_segments(tmp_path, helpers):
-    for i in range(st.COMPACT_MAX_SEGMENTS + 1):
+def test_auto_compaction_merges_segments_of_one_size_class(tmp_path, helpers):
+    """Each add publishes its own segment; the eighth of one size class triggers a merge of the eight, in place."""
+    for i in range(st.MERGE_FANOUT - 1):
         helpers.add_videos(tmp_path, [f"v{i}"])
-    assert len(st.read_manifest(tmp_path)["segments"]) == 1
+    assert [s["rows"] for s in st.read_manifest(tmp_path)["segments"]] == [2] * (st.MERGE_FANOUT - 1)
+    assert helpers.add_videos(tmp_path, ["last"]) == st.MERGE_FANOUT + 1  # the add's version, then the merge's
+    assert [s["rows"] for s in st.read_manifest(tmp_path)["segments"]] == [2 * st.MERGE_FANOUT]
+    store = Store.open(tmp_path)
+    assert store.rows.video_id == [v for i in range(st.MERGE_FANOUT - 1) for v in [f"v{i}"] * 2] + ["last"] * 2
+    helpers.assert_consistent(store)
+
+
+def test_segment_count_stays_logarithmic(tmp_path, helpers):
+    for i in range(70):
+        helpers.add_videos(tmp_path, [f"v{i}"])
+    sizes = [s["rows"] for s in st.read_manifest(tmp_path)["segments"]]
+    assert sum(sizes) == 140 and len(sizes) <= 2 * (st.MERGE_FANOUT - 1), sizes
+    assert sizes == sorted(sizes, reverse=True), f"merges must keep the larger, older segments first: {sizes}"
     helpers.assert_consistent(Store.open(tmp_path))
 
 
@@ -150,7 +185,7 @@ def test_full_verification_hashes_untouched_files(tmp_path, helpers, monkeypatch
     Store.open(tmp_path)
     assert hashed == []
     Store.open(tmp_path, verify="full")
-    assert sorted(p.suffix for p in hashed) == [".json", ".npy"]
+    assert sorted(p.suffix for p in hashed) == [".json"] + [".npy"] * 5  # the vectors and 4 row columns
 
 
 def test_seed_database_api(tmp_path, helpers):
@@ -172,11 +207,11 @@ def test_seed_database_api(tmp_path, helpers):
     assert len(db.load(name)["video_id"]) == 2, "open() must follow a newly published version"
 
 
-def test_a_new_version_reuses_the_parsed_metadata_of_segments_it_keeps(tmp_path, helpers):
-    """Following a version that added one video parses that video's rows, not the whole store's again."""
+def test_a_new_version_reuses_the_opened_segments_it_keeps(tmp_path, helpers):
+    """Following a version that added one video reads that video's rows, not the whole store's again."""
     helpers.write_videos(tmp_path, ["a", "b"])
     first = Store.open(tmp_path)
     helpers.add_videos(tmp_path, ["c"])
     second = Store.open(tmp_path)
-    assert second._segments[0].meta is first._segments[0].meta
+    assert second.segments[0].data is first.segments[0].data
     assert second.videos().keys() == {"a", "b", "c"} and first.videos().keys() == {"a", "b"}

@@ -1,5 +1,6 @@
 """The server's library follows new store versions without making searches wait for the new version to load."""
 
+import os
 import threading
 import time
 
@@ -101,3 +102,61 @@ def test_a_replaced_manifest_is_read_beside_the_requests(web_library, tmp_path):
     while "newcomer" not in library.cache().entries and time.monotonic() < deadline:
         time.sleep(0.01)
     assert "newcomer" in library.cache().entries
+
+
+def test_a_search_during_a_due_check_answers_from_the_held_version_at_once(tmp_path, monkeypatch):
+    """The check that a new version exists runs beside the search: with preparing it blocked, the search that noticed
+    returns version 1 (a refresh on the request thread would wait for the release, then answer version 2)."""
+    _write(tmp_path, ["a"])
+    library = _library(tmp_path, refresh_seconds=0.0)
+    _write(tmp_path, ["b"], add=True)
+    preparing, release = threading.Event(), threading.Event()
+    prepare = library.searcher.prepare_latest
+
+    def blocked_prepare():
+        preparing.set()
+        release.wait(10)
+        return prepare()
+
+    monkeypatch.setattr(library.searcher, "prepare_latest", blocked_prepare)
+    result = library.search("anything", SearchOptions(k=5))
+    released_before_answer = release.is_set()
+    release.set()
+    assert not released_before_answer and result.store_version == 1
+    assert [h.video_id for h in result.hits] == ["a"]
+    assert preparing.wait(10)
+
+
+def test_two_engines_on_one_store_both_answer_with_a_publish(tmp_path):
+    _write(tmp_path, ["a"])
+    first, second = _library(tmp_path, refresh_seconds=3600.0), _library(tmp_path, refresh_seconds=3600.0)
+    _write(tmp_path, ["b"], add=True)
+    assert first.refresh() and second.refresh()
+    for library in (first, second):
+        result = library.search("anything", SearchOptions(k=5))
+        assert result.store_version == 2 and {h.video_id for h in result.hits} == {"a", "b"}
+
+
+def test_a_store_file_changed_underneath_is_reported_not_fatal(tmp_path, monkeypatch, caplog):
+    """Small files were read into memory: the server keeps serving them and warns; a memory-mapped file that changed
+    makes searches fail with a clear error instead of a SIGBUS or silently other results."""
+    import logging
+
+    import pytest
+
+    _write(tmp_path, ["a", "b"])
+    library = _library(tmp_path, refresh_seconds=3600.0)
+    array_file = tmp_path / st.read_manifest(tmp_path)["segments"][0]["arrays"]["video_feature"]["file"]
+    os.truncate(array_file, 10)
+    with caplog.at_level(logging.WARNING, logger=engine.log.name):
+        assert not library.refresh()
+    assert "changed on disk" in caplog.text and array_file.name in caplog.text
+    assert {h.video_id for h in library.search("anything", SearchOptions(k=5)).hits} == {"a", "b"}
+
+    monkeypatch.setattr(st, "COPY_MAX_BYTES", 0)
+    mapped = tmp_path / "mapped"
+    _write(mapped, ["a", "b"])
+    library = _library(mapped, refresh_seconds=3600.0)
+    os.truncate(mapped / st.read_manifest(mapped)["segments"][0]["arrays"]["video_feature"]["file"], 10)
+    with pytest.raises(engine.LibraryUnavailable, match="changed underneath"):
+        library.search("anything", SearchOptions(k=5))

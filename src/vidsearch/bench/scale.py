@@ -1,124 +1,213 @@
-"""The figures behind docs/scaling.md's 100 M-video arithmetic: bytes per vector and per row, recall, speed.
+"""The store at library scale, through its public API: publish, cold start, one video added → searchable, search.
 
-1. Compressed FAISS indexes (IVF-SQ8, IVF-PQ) against the IVF-flat index search uses, on the same clustered 512-d
-   unit vectors as the `search` benchmark, one FAISS thread, single queries; then the smallest one re-ranked:
-   its top `--candidates` rows scored exactly from the float32 vectors (what a store on SSD would serve).
-2. The store's row metadata: bytes on disk and in Python a row, and seconds to open it, for 4 moments a video.
- `code_bytes`: a vector's code in the inverted lists (plus 8 bytes for
-its id); `bytes_per_vector`: the serialised index's size over its rows, which adds the coarse quantiser's centroids
-(a fixed cost that vanishes at 100 M rows). No row metadata. recall@10 is against exact search on in-distribution queries.
-The summary's ratio: IVF-flat's code bytes over the smallest compressed index's.
+Per size (default 100 k and 1 M rows, `--full` adds 10 M; `--quick` 20 k) of the `search` benchmark's clustered
+512-d unit vectors, 4 moment rows a video:
+- publish: `store.write` of every row (files, hashes, fsyncs and the segment's persisted FAISS index);
+- cold start: a new Python process that opens the store with a `Searcher` and answers one vector query (encoding
+  excluded: the query vector is given), from its start to the answer; the same process then times `--queries`
+  single queries (p50, p95) and reports its peak RSS after them (VmHWM: ru_maxrss survives exec) — what a
+  server holds;
+- add → searchable: `store.add` of one video (4 rows) until a `Searcher` that was serving the previous version has
+  refreshed and returns the new row for its own vector (median of `--adds`);
+- recall@10 of the served search against exact search over the same vectors (queries from the data's cluster centres,
+  and a harder set of random directions, whose neighbours are not in a cluster);
+- bytes on disk of the store.
+Baseline, measured in the same run (`--no-baseline` skips it): what search did before indexes were persisted — the
+reader built its index (HNSW below 200 k rows, IVF-flat above) over every vector at the first query after each
+publish, so a new version was searchable only after that build. Summary ratio: baseline add → searchable over ours
+at the largest size.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
 import tempfile
 import time
-import tracemalloc
+from pathlib import Path
 
 import numpy as np
 
-from vidsearch.bench.common import emit, median, percentile, summary
-from vidsearch.bench.search import DIM, clustered_vectors
+from vidsearch.bench.common import emit, log, median, percentile, summary
+from vidsearch.bench.search import CLUSTERS, DIM, clustered_vectors
 
-# (name, FAISS factory string). SQ8: one byte a dimension. PQmx4fs: m 4-bit codes a vector (m/2 bytes), searched by
-# FAISS's SIMD "fast scan"; 8-bit PQ codes train too slowly on one core for a benchmark (200 s for PQ64 on 20 k).
-INDEXES = (("ivf-flat", "IVF{lists},Flat"), ("ivf-sq8", "IVF{lists},SQ8"), ("ivf-pq128x4fs", "IVF{lists},PQ128x4fs"),
-           ("ivf-pq64x4fs", "IVF{lists},PQ64x4fs"))
+MOMENTS = 4
+RECALL_QUERIES = 200
+
+# The cold-start child: opens the store, answers, then times queries; prints one JSON line.
+_CHILD = r"""
+import json, sys, time
+started = time.perf_counter()
+import numpy as np
+from vidsearch.store.search import FunctionEncoder, Searcher, SearchOptions
+path, queries_file = sys.argv[1], sys.argv[2]
+queries = np.load(queries_file)
+current = [0]
+searcher = Searcher.open(path, FunctionEncoder(lambda texts: queries[[current[0]]], "bench"))
+first = searcher.search("0", SearchOptions(k=10))
+cold = time.perf_counter() - started
+from vidsearch.store.index import index_for
+engine = index_for(searcher.store)
+times, found = [], []
+for number in range(len(queries)):
+    tick = time.perf_counter()
+    scores, rows = engine.search(queries[number][None], 10)
+    times.append(time.perf_counter() - tick)
+    found.append(rows[0].tolist())
+peak = next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(json.dumps({"cold_start_s": cold, "index": first.index, "times": times, "found": found, "peak_rss_bytes": peak}))
+"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--rows", type=int, help="vectors indexed (default 100000; --quick 20000)")
-    parser.add_argument("--queries", type=int, default=200, help="queries timed and scored for recall")
-    parser.add_argument("--candidates", type=int, default=200, help="rows re-ranked exactly after the smallest index")
-    parser.add_argument("--metadata-rows", type=int, help="store rows for the metadata figures (default = --rows)")
+    parser.add_argument("--sizes", help="comma-separated row counts (default 100000,1000000; --quick 20000)")
+    parser.add_argument("--full", action="store_true", help="also 10 000 000 rows (needs ≈ 45 GB of disk, 24 GB RAM)")
+    parser.add_argument("--adds", type=int, default=20, help="single-video adds timed per size")
+    parser.add_argument("--queries", type=int, default=RECALL_QUERIES, help="queries timed and scored per set")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the in-reader index build baseline")
+    parser.add_argument("--workdir", type=Path, help="where stores are written (default: a temp dir)")
+    parser.add_argument("--clusters", type=int, help="cluster centres of the vectors (default 4096; --quick 64)")
+    parser.add_argument("--index-min-rows", type=int,
+                        help="segments this large get a persisted index (default the store's; --quick 10000)")
 
 
 def run(args: argparse.Namespace) -> None:
-    import faiss
+    sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else \
+        [20_000] if args.quick else [100_000, 1_000_000] + ([10_000_000] if args.full else [])
+    args.clusters = args.clusters or (64 if args.quick else CLUSTERS)
+    if args.quick and args.index_min_rows is None:
+        args.index_min_rows = 10_000
+    results = []
+    with tempfile.TemporaryDirectory(prefix="vidsearch-bench-scale-", dir=args.workdir) as scratch:
+        for rows in sizes:
+            results.append(_measure_size(rows, Path(scratch) / f"store{rows}", args))
+            emit({"bench": "scale", **results[-1]})
+    last = results[-1]
+    baseline = last.get("baseline_searchable_s")
+    summary("scale", (baseline / last["searchable_p50_s"]) if baseline else 0.0,
+            baseline="index built by the reader after each publish", rows=last["rows"],
+            searchable_p50_s=last["searchable_p50_s"], baseline_searchable_s=baseline,
+            cold_start_s=last["cold_start_s"], search_p50_ms=last["search_p50_ms"],
+            recall_at_10=last["recall_at_10"], peak_rss_over_vectors=last["peak_rss_over_vectors"])
 
-    faiss.omp_set_num_threads(1)
-    rows = args.rows or (20_000 if args.quick else 100_000)
-    vectors, queries = clustered_vectors(rows, seed=rows), clustered_vectors(args.queries, seed=rows + 1)
-    truth = _exact_top10(vectors, queries)
-    lists = max(16, int(4 * np.sqrt(rows)))
-    measured = [_measure(faiss, name, factory.format(lists=lists), vectors, queries, truth)
-                for name, factory in INDEXES]
-    results = [result for result, _ in measured]
-    results.append(_reranked(INDEXES[-1][0], measured[-1][1], vectors, queries, truth, candidates=args.candidates))
-    for result in results:
-        emit({"bench": "scale", "rows": rows, "lists": lists, **result})
-    emit({"bench": "scale", **_metadata_costs(args.metadata_rows or rows)})
-    flat, smallest = results[0]["code_bytes"], min(r["code_bytes"] for r in results[1:])
-    summary("scale", flat / smallest, rows=rows, flat_code_bytes=flat, smallest_code_bytes=smallest)
+
+def _measure_size(rows: int, path: Path, args: argparse.Namespace) -> dict:
+    from vidsearch.store import store as feature_store
+    from vidsearch.store.store import RowMeta
+
+    log(f"scale: {rows} rows")
+    vectors = clustered_vectors(rows, seed=rows, clusters=args.clusters)
+    metas = [RowMeta(f"video{i // MOMENTS:08d}", 2.0 * (i % MOMENTS), 2.0 * (i % MOMENTS) + 2, "circle",
+                     f"frames/video{i // MOMENTS:08d}/{i % MOMENTS:04d}.jpg") for i in range(rows)]
+    started = time.perf_counter()
+    feature_store.write(path, {"video_feature": vectors}, fingerprint="bench", rows=metas,
+                        index_min_rows=args.index_min_rows)
+    publish = time.perf_counter() - started
+    del metas
+    record = {"rows": rows, "publish_s": round(publish, 2),
+              "disk_bytes": sum(p.stat().st_size for p in path.iterdir() if p.is_file()),
+              "vector_bytes": vectors.nbytes}
+    queries = {"cluster": clustered_vectors(args.queries, seed=rows + 1, clusters=args.clusters),
+               "random": _unit(np.random.default_rng(rows + 2).standard_normal((args.queries, DIM)))}
+    record.update(_served(path, vectors, queries))
+    record.update(_adds(path, args.adds, args.index_min_rows))
+    if not args.no_baseline:
+        record.update(_baseline(vectors, queries["cluster"]))
+    return record
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    vectors = vectors.astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
 def _exact_top10(vectors: np.ndarray, queries: np.ndarray) -> np.ndarray:
-    return np.argsort(-(queries @ vectors.T), axis=1)[:, :10]
+    top = []
+    for start in range(0, len(queries), 50):
+        scores = queries[start:start + 50] @ vectors.T
+        top.append(np.argsort(-scores, axis=1)[:, :10])
+    return np.concatenate(top)
 
 
-def _measure(faiss, name: str, factory: str, vectors: np.ndarray, queries: np.ndarray,
-             truth: np.ndarray) -> tuple[dict, object]:
+def _recall(found: list[list[int]], truth: np.ndarray) -> float:
+    return round(float(np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth.tolist())])), 4)
+
+
+def _served(path: Path, vectors: np.ndarray, queries: dict[str, np.ndarray]) -> dict:
+    """Cold start, p50 and peak RSS in a new process per query set; recall against exact search here."""
+    record: dict = {}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    for name, batch in queries.items():
+        with tempfile.NamedTemporaryFile(suffix=".npy") as handle:
+            np.save(handle.name, batch)
+            started = time.perf_counter()
+            child = subprocess.run([sys.executable, "-c", _CHILD, str(path), handle.name], capture_output=True,
+                                   text=True, env=env, check=True)
+            wall = time.perf_counter() - started
+        report = json.loads(child.stdout.strip().splitlines()[-1])
+        recall = _recall(report["found"], _exact_top10(vectors, batch))
+        if name == "cluster":
+            record.update({"index": report["index"], "cold_start_s": round(wall - sum(report["times"]), 2),
+                           "cold_start_in_process_s": round(report["cold_start_s"], 3),
+                           "search_p50_ms": round(1e3 * median(report["times"]), 3),
+                           "search_p95_ms": round(1e3 * percentile(report["times"], 95), 3),
+                           "recall_at_10": recall, "peak_rss_bytes": report["peak_rss_bytes"],
+                           "peak_rss_over_vectors": round(report["peak_rss_bytes"] / vectors.nbytes, 3)})
+        else:
+            record.update({"recall_at_10_random_queries": recall,
+                           "search_p50_ms_random_queries": round(1e3 * median(report["times"]), 3)})
+    return record
+
+
+def _adds(path: Path, adds: int, index_min_rows: int | None) -> dict:
+    """Seconds from `store.add` of one video to a serving Searcher returning its row, `adds` times."""
+    from vidsearch.store import store as feature_store
+    from vidsearch.store.search import FunctionEncoder, Searcher, SearchOptions
+    from vidsearch.store.store import RowMeta
+
+    wanted: list[np.ndarray] = []
+    searcher = Searcher.open(path, FunctionEncoder(lambda texts: wanted[-1][None], "bench"))
+    rng = np.random.default_rng(7)
+    times = []
+    for number in range(adds):
+        vectors = _unit(rng.standard_normal((MOMENTS, DIM)))
+        wanted.append(vectors[0])
+        video = f"added{number:04d}"
+        rows = [RowMeta(video, 2.0 * i, 2.0 * i + 2, "circle", f"frames/{video}/{i:04d}.jpg") for i in range(MOMENTS)]
+        started = time.perf_counter()
+        feature_store.add(path, {"video_feature": vectors}, fingerprint="bench", rows=rows,
+                          index_min_rows=index_min_rows)
+        searcher.refresh()
+        hit = searcher.search(video, SearchOptions(k=1)).hits
+        times.append(time.perf_counter() - started)
+        if not hit or hit[0].video_id != video:
+            raise RuntimeError(f"added video {video} not found after its publish: {hit}")
+    segments = len(searcher.store.segments)
+    return {"searchable_p50_s": round(median(times), 3), "searchable_max_s": round(max(times), 3),
+            "adds": adds, "segments_after_adds": segments}
+
+
+def _baseline(vectors: np.ndarray, queries: np.ndarray) -> dict:
+    """The index the reader used to build after each publish, over the same vectors: build seconds, p50, recall."""
+    from vidsearch.store.index import build_index
+
+    import faiss
+
+    faiss.omp_set_num_threads(1)  # as the store's writer builds: one thread
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     started = time.perf_counter()
-    index = faiss.index_factory(DIM, factory, faiss.METRIC_INNER_PRODUCT)
-    index.train(vectors)
-    index.add(vectors)
+    index = build_index(vectors, "faiss")
     build = time.perf_counter() - started
-    index.nprobe = max(16, index.nlist // 32)  # what store/index.py probes for IVF-flat
-    found, times = _search_each(lambda query: index.search(query[None], 10)[1][0], queries)
-    return {"index": name, "factory": factory, "nprobe": index.nprobe, "build_s": round(build, 2),
-            "code_bytes": index.code_size,
-            "bytes_per_vector": round(faiss.serialize_index(index).size / len(vectors), 1),
-            **_quality(found, times, truth)}, index
-
-
-def _reranked(name: str, index, vectors: np.ndarray, queries: np.ndarray, truth: np.ndarray, *,
-              candidates: int) -> dict:
-    def search(query: np.ndarray) -> np.ndarray:
-        rows = index.search(query[None], candidates)[1][0]
-        rows = np.sort(rows[rows >= 0])  # sorted: reads in file order from a memory map
-        return rows[np.argsort(-(vectors[rows] @ query))[:10]]
-
-    found, times = _search_each(search, queries)
-    return {"index": f"{name} + exact re-rank of {candidates}", "code_bytes": index.code_size,
-            **_quality(found, times, truth)}
-
-
-def _search_each(search, queries: np.ndarray) -> tuple[list[np.ndarray], list[float]]:
-    found, times = [], []
+    times, found = [], []
     for query in queries:
         tick = time.perf_counter()
-        found.append(search(query))
+        found.append(index.search(query[None], 10)[1][0].tolist())
         times.append(time.perf_counter() - tick)
-    return found, times
-
-
-def _quality(found: list[np.ndarray], times: list[float], truth: np.ndarray) -> dict:
-    recall = np.mean([len(set(t) & set(f.tolist())) / 10 for t, f in zip(truth.tolist(), found)])
-    return {"recall_at_10": round(float(recall), 4), "p50_ms": round(1e3 * median(times), 3),
-            "p95_ms": round(1e3 * percentile(times, 95), 3)}
-
-
-def _metadata_costs(rows: int) -> dict:
-    """A store of `rows` moments (4 a video, no captions): its metadata on disk, in Python, and the time to read it."""
-    from vidsearch.store import store as feature_store
-    from vidsearch.store.store import RowMeta, Store
-
-    metas = [RowMeta(f"video{i // 4:08d}", 2.0 * (i % 4), 2.0 * (i % 4) + 2, "circle",
-                     f"frames/video{i // 4:08d}/{i % 4:04d}.jpg") for i in range(rows)]
-    with tempfile.TemporaryDirectory() as directory:
-        feature_store.write(directory, {"video_feature": np.zeros((rows, 4), np.float32)}, fingerprint="m",
-                            rows=metas)
-        del metas
-        disk = sum(entry["meta"]["size"] for entry in Store.open(directory).manifest["segments"])
-        tracemalloc.start()
-        started = time.perf_counter()
-        store = Store.open(directory)
-        table, videos = store.rows, store.videos()
-        seconds = time.perf_counter() - started
-        heap = tracemalloc.get_traced_memory()[0]
-        tracemalloc.stop()
-    return {"measure": "row_metadata", "rows": rows, "disk_bytes_per_row": round(disk / rows, 1),
-            "python_bytes_per_row": round(heap / rows, 1), "open_us_per_row": round(1e6 * seconds / rows, 2),
-            "videos": len(videos), "table_rows": len(table)}
+    return {"baseline_index": index.kind, "baseline_searchable_s": round(build, 2),
+            "baseline_search_p50_ms": round(1e3 * median(times), 3),
+            "baseline_recall_at_10": _recall(found, _exact_top10(vectors, queries)),
+            "baseline_peak_rss_growth_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before}

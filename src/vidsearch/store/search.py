@@ -1,9 +1,10 @@
 """Query → hits: the library function the CLI and the web app call (contract in docs/contracts.md, "Search").
 
 A query is encoded by a text encoder passed in (anything with `encode(list[str]) -> [N, D]` float32 L2-normalised
-and a `fingerprint`), through an LRU cache keyed by the query text; the vector's top rows (exact or FAISS, see
-`index.py`) are grouped by video, best moment first. Hybrid mode also matches the query as a case-insensitive
-substring of the videos' captions (the seed's text-match mode) and can fuse both rankings by reciprocal rank fusion.
+and a `fingerprint`), through an LRU cache keyed by the query text; the vector's top rows (segment by segment,
+exactly or through the store's persisted FAISS indexes, see `index.py`) are grouped by video, best moment first.
+Hybrid mode also matches the query as a case-insensitive substring of the videos' captions (the seed's text-match
+mode) and can fuse both rankings by reciprocal rank fusion.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ class SearchOptions:
     mode: SearchMode = "vector"
     threshold: float | None = None  # minimum cosine similarity of a moment
     category: str | None = None  # only videos of this category
-    index: IndexKind = "auto"  # exact below 100 k vectors, FAISS above (see index.py)
+    index: IndexKind = "auto"  # "auto"/"faiss": segments' persisted indexes where they have one; "exact": none
     fuse: bool = True  # hybrid: order hits by reciprocal rank fusion of vector and caption rankings
     moments_per_video: int = 3
     rrf_k: int = RRF_K
@@ -93,7 +94,7 @@ class SearchResult:
     hits: list[VideoHit]
     text_matches: list[TextMatch]
     store_version: int
-    index: str | None  # "exact", "faiss-hnsw", "faiss-ivf"; None in text mode
+    index: str | None  # "exact", "ivf-pq+rerank", "ivf-pq+rerank+exact" (see index.py); None in text mode
     cached_query: bool  # the query vector came from the cache
     timings_ms: dict[str, float] = field(default_factory=dict)
 
@@ -113,7 +114,6 @@ class Searcher:
         self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
-        self._rows_by_video: dict[str, np.ndarray] | None = None
 
     @classmethod
     def open(cls, path: str | Path, encoder: QueryEncoder | None, **kwargs: Any) -> Searcher:
@@ -124,14 +124,15 @@ class Searcher:
         prepared = self.prepare_latest()
         if prepared is None:
             return False
-        self.use(*prepared)
+        self.use(prepared)
         return True
 
-    def prepare_latest(self) -> tuple[Store, dict[str, np.ndarray]] | None:
+    def prepare_latest(self) -> Store | None:
         """The store's latest version, opened and made ready to search, or None when the current one is the latest.
 
-        Everything a first search would otherwise pay for (the live arrays, the row table, the vector index, the
-        rows of each video) is done here, so a server can do it beside its requests and then swap at once (`use`).
+        Opening reuses the segments the current version holds (they never change); what is new is read here (row
+        metadata, persisted vector indexes), so a server can do it beside its requests and then swap at once (`use`).
+        Nothing is built: a new version that adds a small segment is ready in milliseconds.
         """
         if read_manifest(self.store.path)["version"] == self.store.version:
             return None
@@ -141,11 +142,11 @@ class Searcher:
         if self.array in store.schema:
             index_for(store, self.array)
         store.videos()
-        return store, _group_rows(store)
+        return store
 
-    def use(self, store: Store, rows_by_video: dict[str, np.ndarray] | None = None) -> None:
+    def use(self, store: Store) -> None:
         """Search `store` from now on (a version `prepare_latest` returned)."""
-        self.store, self._rows_by_video = store, rows_by_video
+        self.store = store
 
     def search(self, query: str, options: SearchOptions = SearchOptions()) -> SearchResult:
         if options.mode not in ("vector", "text", "hybrid"):
@@ -158,6 +159,7 @@ class Searcher:
         if options.mode in ("text", "hybrid"):
             text_matches = _timed(timings, "text", lambda: self.text_matches(query, options))
         if options.mode in ("vector", "hybrid"):
+            self.store.check_files()
             vector, cached = _timed(timings, "encode", lambda: self.encode(query))
             index = index_for(self.store, self.array, options.index)
             hits, index_kind = _timed(timings, "vector", lambda: self._vector_hits(index, vector, options)), index.kind
@@ -209,15 +211,17 @@ class Searcher:
             candidates = min(total, 4 * candidates)
 
     def _group(self, scores: np.ndarray, rows: np.ndarray, options: SearchOptions) -> list[VideoHit]:
-        table, videos = self.store.rows, self.store.videos()
+        videos = self.store.videos()
+        keep = rows >= 0
+        if options.threshold is not None:
+            keep &= scores >= options.threshold
+        scores, rows = scores[keep], rows[keep]
+        table = self.store.rows.take(rows)
         moments: dict[str, list[Moment]] = {}
-        for score, row in zip(scores.tolist(), rows.tolist()):
-            if row < 0 or (options.threshold is not None and score < options.threshold):
-                continue
-            video_id = table.video_id[row]
+        for score, video_id, start, end, thumbnail in zip(scores.tolist(), table["video_id"], table["start"],
+                                                          table["end"], table["thumbnail"]):
             if options.category is None or videos[video_id].category == options.category:
-                moments.setdefault(video_id, []).append(
-                    Moment(table.start[row], table.end[row], score, table.thumbnail[row]))
+                moments.setdefault(video_id, []).append(Moment(start, end, score, thumbnail))
         return [VideoHit(video_id, found[0].score, videos[video_id].category, found[0].thumbnail,
                          found[: options.moments_per_video], len(found)) for video_id, found in moments.items()]
 
@@ -239,27 +243,27 @@ class Searcher:
 
     def _caption_only_hit(self, video_id: str, vector: np.ndarray, options: SearchOptions) -> VideoHit:
         """A hit for a video found only by its captions: its moments scored exactly, none counted as matched."""
-        rows = self._rows_of(video_id)
-        scores = np.asarray(self.store.array(self.array)[rows] @ vector, dtype=np.float32)
-        table = self.store.rows
-        moments = [Moment(table.start[r], table.end[r], float(s), table.thumbnail[r])
-                   for s, r in sorted(zip(scores.tolist(), rows.tolist()), key=lambda pair: -pair[0])]
+        rows = self.store.rows_of(video_id)
+        scores = _exact_scores(self.store, self.array, rows, vector)
+        table = self.store.rows.take(rows)
+        moments = [Moment(start, end, score, thumbnail) for score, start, end, thumbnail in
+                   sorted(zip(scores.tolist(), table["start"], table["end"], table["thumbnail"]),
+                          key=lambda item: -item[0])]
         best = moments[0] if moments else None
         return VideoHit(video_id, best and best.score, self.store.videos()[video_id].category, best and best.thumbnail,
                         moments[: options.moments_per_video], 0, text_match=True)
 
-    def _rows_of(self, video_id: str) -> np.ndarray:
-        if self._rows_by_video is None:
-            self._rows_by_video = _group_rows(self.store)
-        return self._rows_by_video[video_id]
 
-
-def _group_rows(store: Store) -> dict[str, np.ndarray]:
-    """Video id → the indices of its live rows."""
-    grouped: dict[str, list[int]] = {}
-    for row, vid in enumerate(store.rows.video_id):
-        grouped.setdefault(vid, []).append(row)
-    return {vid: np.asarray(rows) for vid, rows in grouped.items()}
+def _exact_scores(store: Store, array: str, rows: np.ndarray, vector: np.ndarray) -> np.ndarray:
+    """Cosine of `vector` with the rows at store positions `rows`, read segment by segment."""
+    scores = np.empty(len(rows), dtype=np.float32)
+    for segment in store.segments:
+        inside = (rows >= segment.offset) & (rows < segment.offset + segment.live_rows)
+        if inside.any():
+            local = segment.locals_of(rows[inside])
+            vectors = segment.array(array)[local]
+            scores[inside] = vectors @ vector / np.maximum(np.linalg.norm(vectors, axis=1), 1e-12)
+    return scores
 
 
 def reciprocal_rank_fusion(rankings: list[list[str]], k: int = RRF_K) -> dict[str, float]:

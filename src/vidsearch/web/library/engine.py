@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Iterator
 from django.conf import settings
 
 from vidsearch.store.search import Searcher, SearchOptions, SearchResult
-from vidsearch.store.store import Store, StoreError
+from vidsearch.store.store import Store, StoreCorrupted, StoreError
 from vidsearch.video.cache import MANIFEST, FrameCache, VideoEntry, open_cache
 
 if TYPE_CHECKING:  # the model's modules import torch: only the server, which loads the model, pays for that
@@ -80,6 +80,7 @@ class Library:
         self._cache: tuple[tuple[int, int], FrameCache] | None = None
         self._ingesting = 0
         self._cache_reloading = False
+        self._changed_warned: list[Path] = []
 
     @classmethod
     def open(cls, store_dir: str | Path, *, refresh_seconds: float = 1.0) -> Library:
@@ -111,7 +112,12 @@ class Library:
         if time.monotonic() - self._checked > self._refresh_seconds:
             self._refresh_in_background()
         with self._lock.reading():
-            return self.searcher.search(query, options)
+            try:
+                return self.searcher.search(query, options)
+            except StoreCorrupted as error:
+                log.warning("cannot search store version %d: %s", self.store.version, error)
+                raise LibraryUnavailable(f"the store's files changed underneath the server: {error}. Rebuild or "
+                                         f"restore the store (vidsearch index)") from error
 
     def refresh(self) -> bool:
         """Follow the store's latest published version; True when it changed.
@@ -123,11 +129,21 @@ class Library:
             self._checked = time.monotonic()
             prepared = self.searcher.prepare_latest()
             if prepared is None:
+                self._warn_if_changed()
                 return False
             with self._lock.writing():
-                self.searcher.use(*prepared)
+                self.searcher.use(prepared)
         log.info("now serving store version %d", self.store.version)
         return True
+
+    def _warn_if_changed(self) -> None:
+        """Files of the version served changed on disk: say so (searches of files read into memory go on)."""
+        changed = self.store.changed_files()
+        if changed and changed != self._changed_warned:  # once, not at every check
+            self._changed_warned = changed
+            log.warning("files of store version %d changed on disk (truncated or rewritten): %s; serving it from "
+                        "what was read when it was opened, where that holds", self.store.version,
+                        ", ".join(map(str, changed)))
 
     def _refresh_in_background(self) -> None:
         """Start a refresh on its own thread unless one is running: the request that noticed pays nothing."""
@@ -139,7 +155,8 @@ class Library:
         try:
             self.refresh()
         except (StoreError, OSError) as error:  # searches keep the version they have; the next check tries again
-            log.warning("cannot follow the store %s: %s", self.store.path, error)
+            log.warning("cannot follow the store %s, still serving version %d: %s", self.store.path,
+                        self.store.version, error)
 
     def cache(self) -> FrameCache:
         """The keyframe cache as last read.
@@ -206,6 +223,7 @@ class Library:
         finally:
             with self._cache_lock:
                 self._cache_reloading = False
+        self._changed_warned: list[Path] = []
 
 
 _library: Library | None = None
