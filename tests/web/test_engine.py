@@ -80,27 +80,26 @@ def test_an_extracted_video_joins_the_held_cache_unless_the_manifest_changed_oth
         library.cache_added({**entry, "id": "evil", "frames": ["../../secret.jpg"]}, before=library.cache_stamp())
 
 
-def test_a_replaced_manifest_is_read_beside_the_requests(web_library, tmp_path):
-    """Requests keep the keyframe cache they have while a new manifest is read on another thread; a video only the
-    new manifest knows is looked up at once."""
-    import json
+def test_a_video_another_writer_adds_to_the_cache_is_seen_with_the_held_cache(web_library, tmp_path):
+    """The keyframe cache keeps one row per video in SQLite: a video another process adds (a `vidsearch frames` run
+    beside the server) is found by the cache the server holds, at once, with nothing re-read or re-parsed."""
+    import dataclasses
     import shutil
+
+    from vidsearch.video.cache import cache_lock, open_for_writing
 
     cache_dir = tmp_path / "cache"
     shutil.copytree(engine.Library.open(web_library.store).cache_dir, cache_dir)
     library = engine.Library.open(web_library.store)
     library.store.info["frames"] = str(cache_dir)  # this test's own copy of the cache
     held = library.cache()
-    manifest = json.loads((cache_dir / "manifest.json").read_text())
-    first = next(iter(manifest["videos"]))
-    manifest["videos"]["newcomer"] = {**manifest["videos"][first], "id": "newcomer"}
-    (cache_dir / "manifest.new").write_text(json.dumps(manifest))
-    (cache_dir / "manifest.new").replace(cache_dir / "manifest.json")
-    assert library.cache() is held  # no request waits for the parse
-    assert library.cache_entry("newcomer").id == "newcomer"  # but a video it lacks is found in the new manifest
-    deadline = time.monotonic() + 10
-    while "newcomer" not in library.cache().entries and time.monotonic() < deadline:
-        time.sleep(0.01)
+    first = next(held.ok())
+    assert library.cache_entry("newcomer") is None
+    database = open_for_writing(cache_dir, held.settings)
+    with cache_lock(cache_dir):
+        database.put({**dataclasses.asdict(first), "id": "newcomer"})
+    assert library.cache() is held
+    assert library.cache_entry("newcomer").frames == first.frames
     assert "newcomer" in library.cache().entries
 
 
