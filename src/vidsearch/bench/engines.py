@@ -165,7 +165,7 @@ class LanceServed(Served):
         self.table, self.points, self.next_id = table, points, first_id
 
     def search(self, query: np.ndarray, point: dict[str, Any]) -> np.ndarray:
-        builder = self.table.search(query, vector_column_name="vector").distance_type("dot").limit(K).select(["id"])
+        builder = self.table.search(query, vector_column_name="vector").distance_type("dot").limit(K).select(["id", "_distance"])
         if "nprobe" in point:
             builder = builder.nprobes(point["nprobe"])
         if point.get("refine"):
@@ -231,6 +231,7 @@ class FaissEngine(Engine):
     def build(self, vectors: np.ndarray, directory: Path, threads: int) -> dict[str, Any]:
         import faiss
 
+        faiss.omp_set_num_threads(threads)
         lists = _ivf_lists(len(vectors))
         index = faiss.index_factory(DIM, self.factory.format(lists=lists), faiss.METRIC_INNER_PRODUCT)
         if not index.is_trained:
@@ -245,6 +246,7 @@ class FaissEngine(Engine):
     def open(self, directory: Path, vectors: np.ndarray, threads: int) -> Served:
         import faiss
 
+        faiss.omp_set_num_threads(threads)
         # IVF: inverted lists memory-mapped; HNSW: its flat storage memory-mapped (the graph is read into RAM).
         flag = faiss.IO_FLAG_MMAP if self.factory.startswith("IVF") else faiss.IO_FLAG_MMAP_IFC
         index = faiss.read_index(str(directory / "index.faiss"), flag)
@@ -314,18 +316,18 @@ def _grid(**axes: list[Any]) -> list[dict[str, Any]]:
 
 ENGINES: dict[str, Engine] = {engine.name: engine for engine in (
     NumpyEngine("numpy-exact"),
-    FaissEngine("faiss-ivf-flat", "IVF{lists},Flat", _grid(nprobe=[8, 16, 32, 64])),
-    FaissEngine("faiss-ivf-pq64x4fs", "IVF{lists},PQ64x4fs", _grid(nprobe=[8, 16, 32, 64], rerank=[5, 10, 20])),
-    FaissEngine("faiss-ivf-pq32x4fs", "IVF{lists},PQ32x4fs", _grid(nprobe=[16, 32], rerank=[10, 20, 40])),
-    FaissEngine("faiss-ivf-sq8", "IVF{lists},SQ8", _grid(nprobe=[8, 16, 32, 64], rerank=[0, 2])),
+    FaissEngine("faiss-ivf-flat", "IVF{lists},Flat", _grid(nprobe=[16, 32, 64, 128, 256])),
+    FaissEngine("faiss-ivf-pq64x4fs", "IVF{lists},PQ64x4fs", _grid(nprobe=[32, 64, 128, 256], rerank=[5, 10, 20])),
+    FaissEngine("faiss-ivf-pq32x4fs", "IVF{lists},PQ32x4fs", _grid(nprobe=[64, 128, 256], rerank=[10, 20, 40])),
+    FaissEngine("faiss-ivf-sq8", "IVF{lists},SQ8", _grid(nprobe=[32, 64, 128, 256], rerank=[0, 2])),
     FaissEngine("faiss-hnsw32-flat", "HNSW32,Flat", _grid(ef=[32, 64, 128, 256])),
-    USearchEngine("usearch-f32", "f32", _grid(ef=[32, 64, 128, 256])),
-    USearchEngine("usearch-f16", "f16", _grid(ef=[64, 128])),
-    USearchEngine("usearch-i8", "i8", _grid(ef=[32, 64, 128], rerank=[0, 2, 5])),
+    USearchEngine("usearch-f32", "f32", _grid(ef=[64, 128, 256, 512])),
+    USearchEngine("usearch-f16", "f16", _grid(ef=[128, 256])),
+    USearchEngine("usearch-i8", "i8", _grid(ef=[128, 256, 512], rerank=[0, 3])),
     LanceEngine("lancedb-flat", None, [{}]),
     LanceEngine("lancedb-ivfpq-default", {}, [{}]),
     LanceEngine("lancedb-ivfpq-tuned", {"num_partitions": _ivf_lists, "num_sub_vectors": 64},
-                _grid(nprobe=[16, 32, 64], refine=[1, 5, 10, 20])),
+                _grid(nprobe=[32, 64, 128, 256], refine=[1, 5, 10, 20])),
 )}
 
 
@@ -358,7 +360,7 @@ def child_build(job: dict[str, Any]) -> dict[str, Any]:
     info = engine.build(vectors, directory, job["threads"])
     build_s = time.perf_counter() - started
     disk = _disk_bytes(directory) + (Path(job["vectors"]).stat().st_size if engine.reranks else 0)
-    return {"phase": "build", "build_s": round(build_s, 2), "disk_bytes": disk, **info, **_memory()}
+    return {"phase": "build", "build_s": round(build_s, 3), "disk_bytes": disk, **info, **_memory()}
 
 
 def child_serve(job: dict[str, Any]) -> list[dict[str, Any]]:
@@ -442,7 +444,8 @@ def exact_top10(vectors: np.ndarray, queries: np.ndarray) -> np.ndarray:
     best_scores = np.empty((len(queries), 0), np.float32)
     for start in range(0, len(vectors), CHUNK):
         scores = queries @ np.asarray(vectors[start:start + CHUNK]).T
-        top = np.argpartition(-scores, K, axis=1)[:, :K]
+        keep = min(K, scores.shape[1])
+        top = np.argpartition(-scores, keep - 1, axis=1)[:, :keep]
         best_ids = np.concatenate([best_ids, top + start], axis=1)
         best_scores = np.concatenate([best_scores, np.take_along_axis(scores, top, axis=1)], axis=1)
         keep = np.argsort(-best_scores, axis=1)[:, :K]
@@ -518,12 +521,12 @@ def run(args: argparse.Namespace) -> None:
     queries = args.queries or (50 if args.quick else 200)
     _limit_threads(args.threads)
     with tempfile.TemporaryDirectory(dir=args.workdir) as temporary:
-        best, build_seconds = _measure_sizes(sizes, names, Path(temporary), args, queries)
-    _summarise(sizes, best, build_seconds)
+        best = _measure_sizes(sizes, names, Path(temporary), args, queries)
+    _summarise(sizes, best)
 
 
 def _measure_sizes(sizes: list[int], names: list[str], root: Path, args: argparse.Namespace,
-                   queries: int) -> tuple[dict[int, dict[str, Any]], dict[str, tuple[int, float]]]:
+                   queries: int) -> dict[int, dict[str, Any]]:
     best: dict[int, dict[str, Any]] = {}
     build_seconds: dict[str, tuple[int, float]] = {}  # engine → (rows, build s) of its last build
     for rows in sizes:
@@ -543,10 +546,10 @@ def _measure_sizes(sizes: list[int], names: list[str], root: Path, args: argpars
             if "build_s" in records[0]:
                 build_seconds[name] = (rows, records[0]["build_s"])
             best[rows][name] = best_point(records) if all("error" not in r for r in records) else None
-    return best, build_seconds
+    return best
 
 
-def _summarise(sizes: list[int], best: dict[int, dict[str, Any]], build_seconds: dict[str, tuple[int, float]]) -> None:
+def _summarise(sizes: list[int], best: dict[int, dict[str, Any]]) -> None:
     for rows in sizes:
         for name, point in best[rows].items():
             emit({"bench": "engines", "rows": rows, "engine": name, "best": point})
