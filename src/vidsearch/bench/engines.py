@@ -10,13 +10,16 @@ process, then a second fresh child opens what was persisted (memory-mapped where
 - one video added → searchable: 12–60 new rows made durable and returned as the top hit of a query (median of 5).
   FAISS and usearch: a new float32 segment file searched exactly beside the persisted index (the per-segment store
   design); LanceDB: `table.add`, its own versioned append, searched by its unindexed-rows scan.
-Peak RSS is `ru_maxrss` of each child (build and serve apart; memory-mapped pages the child touched count), and
+Latency and build time are given both as wall-clock and as the process's CPU time (all its threads): on a shared
+machine the first is what a user waits, the second what the engine costs.
+Peak RSS is VmHWM of each child (build and serve apart; memory-mapped pages the child touched count), and
 `anon_mb` the child's anonymous memory when it ends (what page cache cannot give back). Disk: bytes the engine needs
 to serve, the float32 file included where results are re-ranked from it.
 "Re-rank" = the index's top `rerank × 10` candidates scored exactly from the memory-mapped float32 file.
 An engine whose build at the previous size, scaled by rows, would exceed `--build-budget` is skipped at the next size.
 Summary: per size, each engine's fastest point with recall@10 ≥ 0.95; the winner is the engine at the largest size
-with the lowest serve peak RSS among those with such a point at p50 ≤ 10 ms; `ratio` = exact NumPy p50 / winner p50.
+with the least anonymous memory when serving (file pages of memory maps are page cache the kernel can drop and read
+again) among those with such a point at p50 ≤ 10 ms; `ratio` = exact NumPy p50 / winner p50.
 """
 
 from __future__ import annotations
@@ -55,6 +58,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="skip an engine at a size when its previous build scaled by rows exceeds this (s)")
     parser.add_argument("--timeout", type=float, default=1800.0, help="kill a child process after this many seconds")
     parser.add_argument("--workdir", type=Path, help="where vectors and indexes are written (default: a temp dir)")
+    parser.add_argument("--summarise", type=Path, nargs="+", metavar="JSONL",
+                        help="measure nothing: re-read the JSON lines of earlier runs (e.g. one size each) and print "
+                             "each engine's best point and the summary")
 
 
 # ---------------------------------------------------------------- engines (run in the child processes)
@@ -356,11 +362,12 @@ def _disk_bytes(directory: Path) -> int:
 def child_build(job: dict[str, Any]) -> dict[str, Any]:
     engine, directory = ENGINES[job["engine"]], Path(job["directory"])
     vectors = np.load(job["vectors"], mmap_mode="r")
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     info = engine.build(vectors, directory, job["threads"])
-    build_s = time.perf_counter() - started
+    build_s, build_cpu_s = time.perf_counter() - started, time.process_time() - cpu_started
     disk = _disk_bytes(directory) + (Path(job["vectors"]).stat().st_size if engine.reranks else 0)
-    return {"phase": "build", "build_s": round(build_s, 3), "disk_bytes": disk, **info, **_memory()}
+    return {"phase": "build", "build_s": round(build_s, 3), "build_cpu_s": round(build_cpu_s, 3), "disk_bytes": disk,
+            **info, **_memory()}
 
 
 def child_serve(job: dict[str, Any]) -> list[dict[str, Any]]:
@@ -385,14 +392,16 @@ def _quality(served: Served, point: dict[str, Any], data, count: int) -> dict[st
     out: dict[str, Any] = {"queries": count}
     for kind, prefix in (("queries", ""), ("hard", "hard_")):
         queries, truth = data[kind][:count], data[f"{kind}_truth"][:count]
-        times, hits = [], 0
+        times, cpu_times, hits = [], [], 0
         for query, true in zip(queries, truth):
-            tick = time.perf_counter()
+            tick, cpu_tick = time.perf_counter(), time.process_time()
             found = served.search(query, point)
             times.append(time.perf_counter() - tick)
+            cpu_times.append(time.process_time() - cpu_tick)
             hits += len(set(true.tolist()) & set(found[:K].tolist()))
         out[f"{prefix}recall_at_10"] = round(hits / (K * len(queries)), 4)
         out[f"{prefix}p50_ms"] = round(1e3 * median(times), 3)
+        out[f"{prefix}p50_cpu_ms"] = round(1e3 * median(cpu_times), 3)
     return out
 
 
@@ -507,12 +516,16 @@ def best_point(records: list[dict[str, Any]]) -> dict[str, Any] | None:
     serve = next(r for r in records if r.get("phase") == "serve")
     settings = {key: value for key, value in point.items() if key in ("nprobe", "rerank", "ef", "refine")}
     return {"settings": settings, "recall_at_10": point["recall_at_10"], "hard_recall_at_10": point["hard_recall_at_10"],
-            "p50_ms": point["p50_ms"], "build_s": build["build_s"], "disk_mb": round(build["disk_bytes"] / 2**20, 1),
+            "p50_ms": point["p50_ms"], "p50_cpu_ms": point.get("p50_cpu_ms"), "build_s": build["build_s"],
+            "build_cpu_s": build.get("build_cpu_s"), "disk_mb": round(build["disk_bytes"] / 2**20, 1),
             "build_peak_rss_mb": build["peak_rss_mb"], "serve_peak_rss_mb": serve["peak_rss_mb"],
             "serve_anon_mb": serve["anon_mb"], "open_s": serve["open_s"], "add_searchable_ms": serve["add_searchable_ms"]}
 
 
 def run(args: argparse.Namespace) -> None:
+    if args.summarise:
+        _summarise_recorded(args.summarise)
+        return
     sizes = [int(size) for size in (args.sizes or ("2000" if args.quick else "100000,1000000")).split(",")]
     names = args.engines.split(",") if args.engines else list(ENGINES)
     unknown = sorted(set(names) - set(ENGINES))
@@ -523,6 +536,11 @@ def run(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(dir=args.workdir) as temporary:
         best = _measure_sizes(sizes, names, Path(temporary), args, queries)
     _summarise(sizes, best)
+
+
+def projected_build_s(last: tuple[int, float], rows: int) -> float:
+    """Seconds to build `rows` if build time grows linearly from the last build, (rows, seconds)."""
+    return last[1] * rows / last[0]
 
 
 def _measure_sizes(sizes: list[int], names: list[str], root: Path, args: argparse.Namespace,
@@ -536,8 +554,8 @@ def _measure_sizes(sizes: list[int], names: list[str], root: Path, args: argpars
         files = prepare(size_root, rows, queries)
         best[rows] = {}
         for name in names:
-            if name in build_seconds and build_seconds[name][1] * rows / build_seconds[name][0] > args.build_budget:
-                projected = build_seconds[name][1] * rows / build_seconds[name][0]
+            projected = projected_build_s(build_seconds[name], rows) if name in build_seconds else 0.0
+            if name in build_seconds and projected > args.build_budget:
                 emit({"bench": "engines", "engine": name, "rows": rows, "skipped":
                       f"projected build {projected:.0f} s > --build-budget {args.build_budget:.0f} s"})
                 continue
@@ -549,20 +567,33 @@ def _measure_sizes(sizes: list[int], names: list[str], root: Path, args: argpars
     return best
 
 
+def _summarise_recorded(paths: list[Path]) -> None:
+    records: dict[int, dict[str, list[dict[str, Any]]]] = {}
+    for path in paths:
+        for line in path.read_text().splitlines():
+            record = json.loads(line)
+            if "phase" in record or "error" in record:
+                records.setdefault(record["rows"], {}).setdefault(record["engine"], []).append(record)
+    best = {rows: {name: best_point(found) if all("error" not in r for r in found) else None
+                   for name, found in engines.items()} for rows, engines in records.items()}
+    _summarise(sorted(best), best)
+
+
 def _summarise(sizes: list[int], best: dict[int, dict[str, Any]]) -> None:
     for rows in sizes:
         for name, point in best[rows].items():
             emit({"bench": "engines", "rows": rows, "engine": name, "best": point})
-    largest = sizes[-1]
+    largest = max((rows for rows in sizes if best[rows]), default=sizes[-1])  # where any engine was measured
     fast = {name: point for name, point in best[largest].items()
             if point and point["p50_ms"] <= TARGET_P50_MS}
     baseline = best[largest].get("numpy-exact")
     if not fast:
         summary("engines", 0.0, rows=largest, winner=None)
         return
-    winner = min(fast, key=lambda name: (fast[name]["serve_peak_rss_mb"], fast[name]["p50_ms"]))
+    winner = min(fast, key=lambda name: (fast[name]["serve_anon_mb"], fast[name]["p50_ms"]))
     chosen = fast[winner]
     ratios = {name: {"p50": round(point["p50_ms"] / chosen["p50_ms"], 2),
+                     "serve_anon": round(point["serve_anon_mb"] / chosen["serve_anon_mb"], 2),
                      "serve_peak_rss": round(point["serve_peak_rss_mb"] / chosen["serve_peak_rss_mb"], 2),
                      "build": round(point["build_s"] / max(chosen["build_s"], 1e-3), 2)}
               for name, point in best[largest].items() if point}
