@@ -355,6 +355,22 @@ def _memory() -> dict[str, float]:
             "anon_mb": round(int(fields["RssAnon"].split()[0]) / 1024, 1)}
 
 
+def _mapped_mb(directory: Path, vectors: str) -> dict[str, float]:
+    """Resident pages of this process's memory maps (/proc/self/smaps): the engine's own files, and the float32 file
+    that re-ranking and exact segments read."""
+    totals = {"index_mapped_mb": 0, "vectors_mapped_mb": 0}
+    key = None
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        fields = line.split()
+        if fields and "-" in fields[0] and len(fields) >= 5:  # a mapping's header: address range ... [path]
+            path = fields[5] if len(fields) > 5 else ""
+            key = ("vectors_mapped_mb" if path == vectors else
+                   "index_mapped_mb" if path.startswith(str(directory) + os.sep) else None)
+        elif key and fields[:1] == ["Rss:"]:
+            totals[key] += int(fields[1])
+    return {name: round(kib / 1024, 1) for name, kib in totals.items()}
+
+
 def _disk_bytes(directory: Path) -> int:
     return sum(path.stat().st_size for path in directory.rglob("*") if path.is_file())
 
@@ -385,7 +401,8 @@ def child_serve(job: dict[str, Any]) -> list[dict[str, Any]]:
     records = [{"phase": "search", **point, **_quality(served, point, data, count)} for point in served.points]
     add_ms = _add_searchable(served, np.load(job["additions"]))
     return records + [{"phase": "serve", "open_s": round(open_s, 3), "first_query_ms": round(1e3 * first_query_s, 1),
-                       "add_searchable_ms": round(add_ms, 1), "import_rss_mb": import_mb, **_memory()}]
+                       "add_searchable_ms": round(add_ms, 1), "import_rss_mb": import_mb, **_memory(),
+                       **_mapped_mb(directory, str(Path(job["vectors"])))}]
 
 
 def _quality(served: Served, point: dict[str, Any], data, count: int) -> dict[str, Any]:
