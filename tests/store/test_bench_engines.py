@@ -53,11 +53,12 @@ def test_new_segment_rows_outrank_the_index_when_closer(tmp_path):
     assert np.load(tmp_path / "segment-0000.npy").tolist() == batch.tolist()
 
 
-def _records(points, build_s=1.0, anon=100.0, peak=300.0):
+def _records(points, build_s=1.0, anon=100.0, mapped=0.0, peak=300.0):
     return ([{"phase": "build", "build_s": build_s, "disk_bytes": 2**20, "peak_rss_mb": peak}]
             + [{"phase": "search", "nprobe": nprobe, "recall_at_10": recall, "hard_recall_at_10": recall / 2,
                 "p50_ms": p50} for nprobe, recall, p50 in points]
-            + [{"phase": "serve", "peak_rss_mb": peak, "anon_mb": anon, "open_s": 0.1, "add_searchable_ms": 3.0}])
+            + [{"phase": "serve", "peak_rss_mb": peak, "anon_mb": anon, "index_mapped_mb": mapped,
+                "vectors_mapped_mb": peak - anon - mapped, "open_s": 0.1, "add_searchable_ms": 3.0}])
 
 
 def test_best_point_is_the_fastest_that_meets_the_recall_target():
@@ -66,15 +67,18 @@ def test_best_point_is_the_fastest_that_meets_the_recall_target():
     assert bench.best_point(_records([(8, 0.90, 0.5)])) is None
 
 
-def test_winner_has_the_least_anonymous_serve_memory_among_engines_fast_enough(capsys):
-    # "small" maps more file pages (peak RSS) but owns less memory than "fast"; exact search is too slow to compete.
+def test_winner_has_the_smallest_resident_working_set_among_engines_fast_enough(capsys):
+    # "small" has more re-rank pages in its peak RSS, "fast" less anonymous memory but a 500 MB mapped index it scans;
+    # exact search is too slow to compete.
     best = {1000: {"numpy-exact": bench.best_point(_records([(0, 1.0, 40.0)], anon=10.0, peak=200.0)),
                    "small": bench.best_point(_records([(16, 0.97, 2.0)], anon=50.0, peak=800.0)),
-                   "fast": bench.best_point(_records([(16, 0.97, 0.5)], anon=200.0, peak=400.0))}}
+                   "fast": bench.best_point(_records([(16, 0.97, 0.5)], anon=20.0, mapped=500.0, peak=600.0))}}
     bench._summarise([1000], best)
     summary = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert summary["winner"] == "small" and summary["ratio"] == 20.0
-    assert summary["ratios_to_winner"]["fast"] == {"p50": 0.25, "serve_anon": 4.0, "serve_peak_rss": 0.5, "build": 1.0}
+    assert summary["winner_figures"]["serve_resident_mb"] == 50.0
+    assert summary["ratios_to_winner"]["fast"] == {"p50": 0.25, "serve_resident": 10.4, "serve_peak_rss": 0.75,
+                                                   "build": 1.0}
 
 
 def test_run_measures_each_engine_in_children_and_skips_builds_over_budget(capsys, tmp_path):
@@ -88,7 +92,7 @@ def test_run_measures_each_engine_in_children_and_skips_builds_over_budget(capsy
     assert all(line["threads"] == 1 and line["add_searchable_ms"] > 0 for line in first if line["phase"] == "serve")
     skipped = [line for line in lines if "skipped" in line]
     assert [(line["engine"], line["rows"]) for line in skipped] == [("numpy-exact", 1500), ("faiss-ivf-flat", 1500)]
-    summary = lines[-1]  # of 1 000 rows, the largest size measured; exact search owns the least memory
+    summary = lines[-1]  # of 1 000 rows, the largest size measured; exact search maps no index and owns least
     assert summary["bench"] == "engines" and summary["rows"] == 1000
     assert summary["winner"] == "numpy-exact" and summary["ratio"] == 1.0
     assert list(tmp_path.iterdir()) == []
