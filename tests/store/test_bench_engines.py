@@ -92,7 +92,7 @@ def test_run_measures_each_engine_in_children_and_skips_builds_over_budget(capsy
     assert all(line["threads"] == 1 and line["add_searchable_ms"] > 0 for line in first if line["phase"] == "serve")
     skipped = [line for line in lines if "skipped" in line]
     assert [(line["engine"], line["rows"]) for line in skipped] == [("numpy-exact", 1500), ("faiss-ivf-flat", 1500)]
-    summary = lines[-1]  # of 1 000 rows, the largest size measured; exact search maps no index and owns least
+    summary = lines[-1]  # of 1 000 rows, the largest size measured; exact search owns the least memory
     assert summary["bench"] == "engines" and summary["rows"] == 1000
     assert summary["winner"] == "numpy-exact" and summary["ratio"] == 1.0
     assert list(tmp_path.iterdir()) == []

@@ -47,7 +47,7 @@ CHUNK = 100_000
 ADD_SIZES = (12, 24, 36, 48, 60)
 TARGET_RECALL = 0.95
 TARGET_P50_MS = 10.0
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "LANCE_CPU_THREADS", "LANCE_IO_THREADS")
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "LANCE_CPU_THREADS")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -207,6 +207,7 @@ class Engine:
 
     exhaustive = False
     reranks = False  # needs the float32 file to serve
+    scans_vectors = False  # reads the whole float32 file at each query
     library = "numpy"  # imported before open is timed: a server has it loaded already
 
     def __init__(self, name: str) -> None:
@@ -220,7 +221,7 @@ class Engine:
 
 
 class NumpyEngine(Engine):
-    exhaustive, reranks = True, True
+    exhaustive, reranks, scans_vectors = True, True, True
 
     def build(self, vectors: np.ndarray, directory: Path, threads: int) -> dict[str, Any]:
         return {}
@@ -357,16 +358,17 @@ def _memory() -> dict[str, float]:
             "anon_mb": round(int(fields["RssAnon"].split()[0]) / 1024, 1)}
 
 
-def _mapped_mb(directory: Path, vectors: str) -> dict[str, float]:
-    """Resident pages of this process's memory maps (/proc/self/smaps): the engine's own files, and the float32 file
-    that re-ranking and exact segments read."""
+def _mapped_mb(directory: Path, vectors: str, *, vectors_are_index: bool) -> dict[str, float]:
+    """Resident pages of this process's memory maps (/proc/self/smaps): the engine's own files (for exact search, the
+    float32 file it scans), and the float32 file that re-ranking and exact segments read."""
     totals = {"index_mapped_mb": 0, "vectors_mapped_mb": 0}
     key = None
     for line in Path("/proc/self/smaps").read_text().splitlines():
         fields = line.split()
         if fields and "-" in fields[0] and len(fields) >= 5:  # a mapping's header: address range ... [path]
             path = fields[5] if len(fields) > 5 else ""
-            key = ("vectors_mapped_mb" if path == vectors else
+            key = ("index_mapped_mb" if path == vectors and vectors_are_index else
+                   "vectors_mapped_mb" if path == vectors else
                    "index_mapped_mb" if path.startswith(str(directory) + os.sep) else None)
         elif key and fields[:1] == ["Rss:"]:
             totals[key] += int(fields[1])
@@ -404,7 +406,7 @@ def child_serve(job: dict[str, Any]) -> list[dict[str, Any]]:
     add_ms = _add_searchable(served, np.load(job["additions"]))
     return records + [{"phase": "serve", "open_s": round(open_s, 3), "first_query_ms": round(1e3 * first_query_s, 1),
                        "add_searchable_ms": round(add_ms, 1), "import_rss_mb": import_mb, **_memory(),
-                       **_mapped_mb(directory, str(Path(job["vectors"])))}]
+                       **_mapped_mb(directory, str(Path(job["vectors"])), vectors_are_index=engine.scans_vectors)}]
 
 
 def _quality(served: Served, point: dict[str, Any], data, count: int) -> dict[str, Any]:
