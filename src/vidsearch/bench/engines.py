@@ -35,7 +35,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -287,7 +287,7 @@ class USearchEngine(Engine):
 
 
 class LanceEngine(Engine):
-    """`index` None: no index (exhaustive scan); {} : LanceDB's default IVF-PQ; else create_index keyword arguments."""
+    """`index` None: no index (exhaustive scan); {}: LanceDB's default IVF-PQ; else `IvfPq` keyword arguments."""
 
     library = "lancedb"
 
@@ -299,6 +299,7 @@ class LanceEngine(Engine):
     def build(self, vectors: np.ndarray, directory: Path, threads: int) -> dict[str, Any]:
         import lancedb
         import pyarrow as pa
+        from lancedb.index import IvfPq
 
         schema = pa.schema([("id", pa.int64()), ("vector", pa.list_(pa.float32(), DIM))])
         batches = (_arrow_batch(np.arange(start, min(len(vectors), start + CHUNK)), vectors[start:start + CHUNK])
@@ -307,7 +308,7 @@ class LanceEngine(Engine):
         if self.index is None:
             return {}
         settings = {key: value(len(vectors)) if callable(value) else value for key, value in self.index.items()}
-        table.create_index(metric="dot", vector_column_name="vector", **settings)
+        table.create_index("vector", config=IvfPq(distance_type="dot", **settings))
         return {"index": {key: value for key, value in settings.items()} or "default IVF_PQ"}
 
     def open(self, directory: Path, vectors: np.ndarray, threads: int) -> Served:
