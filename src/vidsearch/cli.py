@@ -330,7 +330,6 @@ def _cuda() -> bool:
 
 def _index_run(args: argparse.Namespace) -> int:
     from vidsearch.data.manifest import ManifestError, load_manifest
-    from vidsearch.model.weights import WeightsError
     from vidsearch.distributed import env_world
     from vidsearch.store.indexer import index_cache, index_cache_sharded
     from vidsearch.store.store import StoreError
@@ -352,7 +351,7 @@ def _index_run(args: argparse.Namespace) -> int:
         if env_rank() != 0:
             return 0
         captions = load_caption_database(store_dir=args.store, manifest=args.data) if args.data else None
-    except (ManifestError, WeightsError, StoreError, FileNotFoundError, ValueError, CaptionLoadError) as error:
+    except (ManifestError, StoreError, FileNotFoundError, ValueError, CaptionLoadError) as error:  # WeightsError too
         raise UserError(str(error)) from None
     print(f"indexed {report.videos_added} videos ({report.rows_added} rows), {report.videos_skipped} already in the "
           f"store, {report.videos_failed_in_cache} failed in the cache; store version {report.version} "

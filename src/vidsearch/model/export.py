@@ -17,8 +17,11 @@ import json
 import logging
 import shutil
 import tempfile
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -91,8 +94,13 @@ def check_exportable(model: VideoTextModel) -> None:
                           "meanP and seqTransf heads can be exported")
 
 
-def export_model(model: VideoTextModel, out: str | Path, *, int8: bool = False, bpe_path: str | Path | None = None) -> Path:
-    """Write the exported directory `out` (which must not exist) for `model`; return it."""
+def export_model(model: VideoTextModel, out: str | Path, *, int8: bool = False, bpe_path: str | Path | None = None,
+                 towers_from: str | Path | None = None) -> Path:
+    """Write the exported directory `out` (which must not exist) for `model`; return it.
+
+    `towers_from`: an fp32 export of this model whose ONNX towers are reused (exporting a ViT-B/32 takes minutes);
+    they are checked against `model` like fresh ones.
+    """
     out = Path(out)
     if out.exists():
         raise ExportError(f"{out} exists: choose a new directory for the exported model")
@@ -102,7 +110,11 @@ def export_model(model: VideoTextModel, out: str | Path, *, int8: bool = False, 
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     work.chmod(0o755)
     try:
-        _write_towers(model, work)
+        if towers_from is None:
+            _write_towers(model, work)
+        else:
+            for name in (layout.TEXT_FILE, layout.VIDEO_FILE):
+                shutil.copyfile(Path(towers_from) / name, work / name)
         _write_tokenizer(model, work, bpe_path)
         config = _base_config(model, work)
         agreement = measure_agreement(model, work, config)
@@ -137,11 +149,27 @@ def _write_towers(model: VideoTextModel, directory: Path) -> None:
 
 def _export(module: nn.Module, args: tuple, path: Path, names: list[str], shapes: tuple, tower: str) -> None:
     try:
-        torch.onnx.export(module, args, str(path), dynamo=True, external_data=False, input_names=names,
-                          output_names=["features"], dynamic_shapes=shapes, verbose=False)
+        with warnings.catch_warnings(), _quiet("onnx_ir", "onnxscript"):  # notes on the exporter's own internals
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module, args, str(path), dynamo=True, external_data=False, input_names=names,
+                              output_names=["features"], dynamic_shapes=shapes, verbose=False)
     except Exception as error:  # the exporter raises many kinds; one line says which tower and why
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ExportError(f"cannot export the {tower} tower of this model: {first_line}") from error
+
+
+@contextmanager
+def _quiet(*names: str) -> Iterator[None]:
+    """Loggers `names` at WARNING inside the block, restored after it."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 def _write_tokenizer(model: VideoTextModel, directory: Path, bpe_path: str | Path | None) -> None:
@@ -205,7 +233,8 @@ def _quantise(model: VideoTextModel, directory: Path, config: dict) -> dict:
 
     for name in (layout.TEXT_FILE, layout.VIDEO_FILE):
         quantised = directory / f"int8-{name}"
-        quantize_dynamic(directory / name, quantised, weight_type=QuantType.QInt8)
+        with _quiet("root"):  # its advice to pre-process the model first goes to the root logger
+            quantize_dynamic(directory / name, quantised, weight_type=QuantType.QInt8)
         quantised.replace(directory / name)
     files = {name: sha256_file(directory / name) for name in layout.FILES}
     digest = hashlib.sha256(json.dumps({"source": model.fingerprint, "precision": "int8", "files": files},
