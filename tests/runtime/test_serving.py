@@ -97,6 +97,8 @@ def test_model_flags_that_name_no_exported_model_are_refused(onnx_store, tmp_pat
                 "--store", str(tmp_path / "s")]) == 2
     assert "runs on the CPU" in capsys.readouterr().err
     assert not (tmp_path / "s").exists()
+    assert cli(["export", str(SHIPPED_CHECKPOINT), "--out", str(tmp_path / "empty")]) == 2
+    assert "exists: choose a new directory" in capsys.readouterr().err
 
 
 def test_the_shipped_exported_demo_model_is_the_shipped_checkpoint():

@@ -233,7 +233,7 @@ def _quantise(model: VideoTextModel, directory: Path, config: dict) -> dict:
 
     for name in (layout.TEXT_FILE, layout.VIDEO_FILE):
         quantised = directory / f"int8-{name}"
-        with _quiet("root"):  # its advice to pre-process the model first goes to the root logger
+        with _quiet(""):  # its advice to pre-process the model first goes to the root logger
             quantize_dynamic(directory / name, quantised, weight_type=QuantType.QInt8)
         quantised.replace(directory / name)
     files = {name: sha256_file(directory / name) for name in layout.FILES}
