@@ -160,11 +160,11 @@ def _export(module: nn.Module, args: tuple, path: Path, names: list[str], shapes
 
 @contextmanager
 def _quiet(*names: str) -> Iterator[None]:
-    """Loggers `names` at WARNING inside the block, restored after it."""
+    """Loggers `names` at ERROR inside the block, restored after it."""
     loggers = [logging.getLogger(name) for name in names]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
-        logger.setLevel(logging.WARNING)
+        logger.setLevel(logging.ERROR)
     try:
         yield
     finally:
