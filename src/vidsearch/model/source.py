@@ -10,6 +10,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vidsearch.config import ModelConfig
+
 if TYPE_CHECKING:  # torch only where a PyTorch model is loaded: an exported model runs without it
     from vidsearch.model.videoclip import VideoTextModel
     from vidsearch.runtime.exported import ExportedModel
@@ -59,7 +61,6 @@ class ModelSource:
             return ExportedModel(self.exported)
         import torch
 
-        from vidsearch.config import ModelConfig
         from vidsearch.model.checkpoint import load_checkpoint
         from vidsearch.model.videoclip import create_model
 
