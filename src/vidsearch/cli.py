@@ -554,8 +554,9 @@ def main(argv: list[str] | None = None) -> int:
     except ModuleNotFoundError as error:
         if error.name not in TRAINING_MODULES:
             raise
+        hint = ", or use an exported model (--model DIR)" if args.command in ("index", "search", "serve") else ""
         print(f"vidsearch {args.command}: error: this needs PyTorch ({error.name} is not installed): "
-              f"pip install 'vidsearch[train]', or use an exported model (--model DIR)", file=sys.stderr)
+              f"pip install 'vidsearch[train]'{hint}", file=sys.stderr)
         return 2
 
 
