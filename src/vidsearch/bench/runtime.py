@@ -6,6 +6,8 @@ ViT-B/32 with random weights (plain CLIP + meanP, 12 frames a video), exported o
   stopping at the end-of-text token), ONNX fp32, ONNX int8; queries interleaved, each a new text;
 - video encoding frames/s: batches of 12-frame videos (224² uint8 frames, preprocessing included);
 - end-to-end search p50 at 10 k rows (exact) through `Searcher` with each encoder (bench search's store and queries);
+- with --static: the video tower also with static int8 quantisation (QDQ, per-channel weights, activations calibrated
+  on one random 12-frame video of another seed: noise, so its accuracy on real frames is not what this measures);
 - with --demo: the demo library's held-out captions searched with the int8 demo model against fp32 (top-10 agreement,
   both indexing and queries through int8) and the share of top hits with the caption's colour, shape and direction;
 - with --install: the core install (`pip install .`) and the full one (`.[train]`) into fresh venvs: seconds, MB.
@@ -45,6 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--videos", type=int, default=4, help="videos per encoding batch")
     parser.add_argument("--batches", type=int, help="timed video batches per encoder (default 5; --quick 2)")
     parser.add_argument("--workdir", type=Path, help="keeps the exported ViT-B/32 between runs (default: temporary)")
+    parser.add_argument("--static", action="store_true", help="also the video tower with static int8 quantisation")
     parser.add_argument("--demo", action="store_true", help="int8 against fp32 on the demo's held-out captions")
     parser.add_argument("--install", action="store_true", help="time and size the core and full installs")
 
@@ -60,7 +63,7 @@ def run(args: argparse.Namespace) -> None:
         exported = {precision: ExportedModel(path, text_threads=args.threads, video_threads=args.threads)
                     for precision, path in exports(model, workdir).items()}
         queries = query_encoding(model, exported, args)
-        videos = video_encoding(model, exported, args)
+        videos = video_encoding(model, exported, args, workdir)
         search = end_to_end_search(model, exported, workdir, args)
         demo = demo_int8(workdir) if args.demo else None
         install = {spec: install_cost(spec, Path(scratch)) for spec in ("core", "full")} if args.install else None
@@ -105,7 +108,8 @@ def query_encoding(model: VideoTextModel, exported: dict[str, ExportedModel], ar
     return result
 
 
-def video_encoding(model: VideoTextModel, exported: dict[str, ExportedModel], args: argparse.Namespace) -> dict:
+def video_encoding(model: VideoTextModel, exported: dict[str, ExportedModel], args: argparse.Namespace,
+                   workdir: Path) -> dict:
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 256, size=(args.videos, FRAMES, 224, 224, 3), dtype=np.uint8)
     mask = np.ones((args.videos, FRAMES), dtype=bool)
@@ -115,6 +119,10 @@ def video_encoding(model: VideoTextModel, exported: dict[str, ExportedModel], ar
             return model.encode_video(model.preprocess_frames(torch.from_numpy(frames)), torch.from_numpy(mask)).numpy()
 
     encoders = {"pytorch": pytorch, **{f"onnx_{p}": (lambda e=e: e.encode_videos(frames, mask)) for p, e in exported.items()}}
+    if args.static:
+        session = statically_quantised_video_tower(exported["fp32"], workdir, threads=args.threads)
+        inputs = {"frames": exported["fp32"].preprocess(frames), "mask": mask}
+        encoders["onnx_int8_static"] = lambda: session.run(None, inputs)[0]
     reference = pytorch()
     times: dict[str, list[float]] = {name: [] for name in encoders}
     for _ in range(args.batches):
@@ -129,6 +137,30 @@ def video_encoding(model: VideoTextModel, exported: dict[str, ExportedModel], ar
         emit({"bench": "runtime", "measure": "video encoding", "encoder": name, **result[name],
               "videos_per_batch": args.videos, "frames_per_video": FRAMES})
     return result
+
+
+def statically_quantised_video_tower(fp32: ExportedModel, workdir: Path, *, threads: int):
+    """A session of the fp32 video tower quantised statically (QDQ), calibrated on one random video (seed 1)."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    from vidsearch.runtime.sessions import inference_session
+
+    path = workdir / f"video-static-int8-{fp32.fingerprint[:12]}.onnx"
+    if not path.is_file():
+        frames = np.random.default_rng(1).integers(0, 256, size=(1, FRAMES, 224, 224, 3), dtype=np.uint8)
+        batches = iter([{"frames": fp32.preprocess(frames), "mask": np.ones((1, FRAMES), dtype=bool)}])
+
+        class Calibration(CalibrationDataReader):
+            def get_next(self) -> dict | None:
+                return next(batches, None)
+
+        started = time.perf_counter()
+        quantize_static(fp32.directory / "video.onnx", path, Calibration(), quant_format=QuantFormat.QDQ,
+                        per_channel=True, weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
+                        op_types_to_quantize=["MatMul", "Conv", "Gemm"])
+        emit({"bench": "runtime", "measure": "static quantisation", "seconds": round(time.perf_counter() - started, 1),
+              "mb": round(path.stat().st_size / 2**20, 1)})
+    return inference_session(path, threads=threads)
 
 
 def end_to_end_search(model: VideoTextModel, exported: dict[str, ExportedModel], workdir: Path,
