@@ -30,6 +30,9 @@ class Command:
     run: Callable[[argparse.Namespace], int]
 
 
+TRAINING_MODULES = ("torch", "torchvision", "open_clip")  # the `vidsearch[train]` extra
+
+
 class UserError(Exception):
     """A problem with the user's input: printed without a traceback, exit status 2."""
 
@@ -332,7 +335,9 @@ def _add_model_source_args(parser: argparse.ArgumentParser) -> None:
                                          "CLIP directory (see `vidsearch convert --help`)")
     group.add_argument("--pretrained", help="an open_clip pretrained tag, e.g. openai (downloaded by open_clip; "
                                             "needs internet the first time)")
-    group.add_argument("--model", default="ViT-B-32", help="architecture for --weights/--pretrained (default ViT-B-32)")
+    group.add_argument("--model", default="ViT-B-32", help="an exported model directory (`vidsearch export`: runs on "
+                       "ONNX Runtime, no PyTorch needed), or the architecture for --weights/--pretrained (default "
+                       "ViT-B-32)")
     group.add_argument("--random-weights", action="store_true",
                        help="random weights (for trying the pipeline out only: search results are meaningless)")
 
@@ -340,9 +345,10 @@ def _add_model_source_args(parser: argparse.ArgumentParser) -> None:
 def _model_source(args: argparse.Namespace) -> "ModelSource":
     from vidsearch.model.source import ModelSource
 
+    exported = _exported_dir(args.model)
     try:
-        source = ModelSource(checkpoint=args.checkpoint, backbone=args.model, weights=args.weights,
-                             pretrained=args.pretrained)
+        source = ModelSource(checkpoint=args.checkpoint, weights=args.weights, pretrained=args.pretrained,
+                             exported=exported, backbone=ModelSource.backbone if exported else args.model)
     except ValueError as error:
         raise UserError(str(error)) from None
     if not source.has_weights and not args.random_weights:
@@ -353,6 +359,26 @@ def _model_source(args: argparse.Namespace) -> "ModelSource":
     return source
 
 
+def _exported_dir(value: str | None) -> str | None:
+    """`--model VALUE` names an exported model when VALUE is a directory (checked here: one line if it is not one)."""
+    from pathlib import Path
+
+    from vidsearch.runtime.exported import ExportedModelError, read_exported_config
+
+    if value is None or not Path(value).is_dir():
+        return None
+    try:
+        read_exported_config(value)
+    except ExportedModelError as error:
+        raise UserError(str(error)) from None
+    return value
+
+
+def _add_exported_model_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", metavar="DIR", help="an exported model directory (`vidsearch export`) to encode "
+                        "queries with instead of the store's own model; refused unless it gives the store's vectors")
+
+
 def _index_args(parser: argparse.ArgumentParser) -> None:
     _add_model_source_args(parser)
     parser.add_argument("--frames", required=True, help="keyframe cache directory (from `vidsearch frames`)")
@@ -360,13 +386,17 @@ def _index_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", help="data manifest (JSONL) with captions and categories for text match and filters")
     parser.add_argument("--rebuild", action="store_true", help="start the store afresh instead of adding new videos")
     parser.add_argument("--batch-size", type=int, default=16, help="videos (or moments) encoded at once")
-    parser.add_argument("--device", default="cuda" if _cuda() else "cpu",
-                        help="under torchrun, cuda means each rank's local GPU")
+    parser.add_argument("--device", help="cuda or cpu (default: cuda when a GPU is available; an exported model runs "
+                                          "on the CPU); under torchrun, cuda means each rank's local GPU")
     parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default=None,
                         help="default: bf16 on a GPU, fp32 on the CPU")
 
 
 def _cuda() -> bool:
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        return False
     import torch
 
     return torch.cuda.is_available()
@@ -374,13 +404,17 @@ def _cuda() -> bool:
 
 def _index_run(args: argparse.Namespace) -> int:
     from vidsearch.data.manifest import ManifestError, load_manifest
-    from vidsearch.model.weights import WeightsError
     from vidsearch.distributed import env_world
     from vidsearch.store.indexer import index_cache, index_cache_sharded
     from vidsearch.store.store import StoreError
     from vidsearch.web.setup import CaptionLoadError, load_caption_database
 
     source = _model_source(args)
+    if source.exported is None:
+        args.device = args.device or ("cuda" if _cuda() else "cpu")
+    elif args.device not in (None, "cpu") or args.precision not in (None, "fp32"):
+        raise UserError("an exported model runs on the CPU in its own precision: drop --device/--precision")
+    args.device = args.device or "cpu"
     precision = args.precision or ("bf16" if args.device.startswith("cuda") else "fp32")
     index = index_cache_sharded if env_world() > 1 else index_cache  # under torchrun: the ranks share the videos
     try:
@@ -391,7 +425,7 @@ def _index_run(args: argparse.Namespace) -> int:
         if env_rank() != 0:
             return 0
         captions = load_caption_database(store_dir=args.store, manifest=args.data) if args.data else None
-    except (ManifestError, WeightsError, StoreError, FileNotFoundError, ValueError, CaptionLoadError) as error:
+    except (ManifestError, StoreError, FileNotFoundError, ValueError, CaptionLoadError) as error:  # WeightsError too
         raise UserError(str(error)) from None
     except OSError as error:
         return _disk_full(error, "index")
@@ -423,24 +457,33 @@ def _search_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threshold", type=float, help="minimum cosine similarity of a moment")
     parser.add_argument("--category", help="only videos of this category")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    _add_exported_model_arg(parser)
 
 
 def _search_run(args: argparse.Namespace) -> int:
     import json
 
+    from vidsearch.runtime.exported import ExportedModelError
     from vidsearch.store.indexer import open_searcher
     from vidsearch.store.search import SearchOptions
     from vidsearch.store.store import StoreError
 
     if not args.query.strip() or args.k < 1:
         raise UserError("the query must not be empty and -k must be at least 1")
+    model = _exported_model_arg(args.model)
     try:
-        result = open_searcher(args.store).search(args.query, SearchOptions(
+        result = open_searcher(args.store, model=model).search(args.query, SearchOptions(
             k=args.k, mode=args.mode, threshold=args.threshold, category=args.category))
-    except (StoreError, ValueError) as error:
+    except (StoreError, ExportedModelError, ValueError) as error:
         raise UserError(str(error)) from None
     print(json.dumps(result.to_dict(), indent=2) if args.json else _format_hits(result))
     return 0
+
+
+def _exported_model_arg(value: str | None) -> str | None:
+    if value is not None and _exported_dir(value) is None:
+        raise UserError(f"--model {value}: no such directory (an exported model from `vidsearch export`)")
+    return value
 
 
 def _serve_args(parser: argparse.ArgumentParser) -> None:
@@ -451,18 +494,22 @@ def _serve_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--behind-https-proxy", action="store_true",
                         help="the site is reached over HTTPS through a proxy on 127.0.0.1 that sets X-Forwarded-Proto: "
                              "secure cookies, HSTS, redirects to https")
+    _add_exported_model_arg(parser)
 
 
 def _serve_run(args: argparse.Namespace) -> int:
+    from vidsearch.runtime.exported import ExportedModelError
+    from vidsearch.store.store import StoreError
     from vidsearch.web.library.engine import LibraryUnavailable
     from vidsearch.web.server import serve
 
     _check_port_free(args.host, args.port)
     _check_store_exists(args.store)
+    model = _exported_model_arg(args.model)
     try:
         serve(store_dir=args.store, host=args.host, port=args.port, threads=args.threads,
-              https=args.behind_https_proxy)
-    except LibraryUnavailable as error:
+              https=args.behind_https_proxy, model=model)
+    except (LibraryUnavailable, StoreError, ExportedModelError) as error:
         raise UserError(str(error)) from None
     except OSError as error:
         if not _is_listen_error(error):
@@ -526,6 +573,35 @@ def _format_hits(result) -> str:
     return "\n".join(lines)
 
 
+def _export_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("source", metavar="CHECKPOINT_OR_WEIGHTS", help="a vidsearch checkpoint directory, or CLIP "
+                        "weights (a file or Hugging Face directory, as for `vidsearch index --weights`)")
+    parser.add_argument("--out", required=True, help="the exported model directory to create (must not exist)")
+    parser.add_argument("--int8", action="store_true", help="int8 weights (ONNX Runtime dynamic quantisation): "
+                        "smaller and faster on CPUs, vectors close to fp32 but a fingerprint of their own, so a store "
+                        "indexed with it is searched with it")
+    parser.add_argument("--model", default="ViT-B-32", help="architecture of plain CLIP weights (default ViT-B-32)")
+
+
+def _export_run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from vidsearch.model.checkpoint import CONFIG_FILE
+    from vidsearch.model.export import ExportError, export_model
+    from vidsearch.model.source import ModelSource
+    from vidsearch.model.weights import WeightsError
+
+    is_checkpoint = (Path(args.source) / CONFIG_FILE).is_file() and (Path(args.source) / "model.safetensors").is_file()
+    source = ModelSource(checkpoint=args.source) if is_checkpoint else ModelSource(weights=args.source,
+                                                                                   backbone=args.model)
+    try:
+        out = export_model(source.load(), args.out, int8=args.int8)
+    except (ExportError, WeightsError, FileNotFoundError, ValueError) as error:
+        raise UserError(str(error)) from None
+    print(f"wrote {out}: use it with `vidsearch index|search|serve --model {out}`")
+    return 0
+
+
 def _demo_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workdir", default="demo-work", help="where the demo library, cache and store live "
                                                                "(reused by the next run)")
@@ -576,6 +652,8 @@ COMMANDS: dict[str, Command] = {
     "search": Command("search a feature store with a sentence", _search_args, _search_run),
     "serve": Command("serve the search and player pages and the JSON API over a feature store (waitress)",
                      _serve_args, _serve_run),
+    "export": Command("export a checkpoint's text and video towers to ONNX (fp32 or int8) for searching and serving "
+                      "without PyTorch", _export_args, _export_run),
     "demo": Command("the whole pipeline on a generated library with the shipped tiny model, then serve it",
                     _demo_args, _demo_run),
     "synth": Command("generate the moving-shapes library: H.264 videos with captions and time-reversed twins",
@@ -646,6 +724,13 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         _silence_stdout()
         return 141  # what a shell reports for a process ended by SIGPIPE
+    except ModuleNotFoundError as error:
+        if error.name not in TRAINING_MODULES:
+            raise
+        hint = ", or use an exported model (--model DIR)" if args.command in ("index", "search", "serve") else ""
+        print(f"vidsearch {args.command}: error: this needs PyTorch ({error.name} is not installed): "
+              f"pip install 'vidsearch[train]'{hint}", file=sys.stderr)
+        return 2
 
 
 # What a re-run does after Ctrl-C, for the commands whose work survives an interruption.

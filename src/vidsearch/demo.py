@@ -19,6 +19,9 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 SHIPPED_CHECKPOINT = Path(__file__).parent / "assets" / "demo-checkpoint"
+# The same model exported for ONNX Runtime (`vidsearch export`, fp32: the checkpoint's vectors and fingerprint): the
+# demo indexes and serves with it, so the core install (no PyTorch) runs the demo.
+SHIPPED_EXPORTED = Path(__file__).parent / "assets" / "demo-onnx"
 DEMO_VIDEOS = 300
 DEMO_SEED = 0
 FRAMES = 8
@@ -160,7 +163,8 @@ def _index(paths: DemoPaths, checkpoint: Path) -> None:
     from vidsearch.store.store import Store, StoreNotFound
     from vidsearch.web.setup import load_caption_database
 
-    source = ModelSource(checkpoint=str(checkpoint))
+    shipped = checkpoint == SHIPPED_CHECKPOINT
+    source = ModelSource(exported=str(SHIPPED_EXPORTED)) if shipped else ModelSource(checkpoint=str(checkpoint))
     model = source.load()
     try:
         rebuild = Store.open(paths.store).fingerprint != model.fingerprint

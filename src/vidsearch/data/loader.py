@@ -37,6 +37,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from vidsearch.data.manifest import VideoRecord
+from vidsearch.data.sampling import frame_positions
 from vidsearch.fsutil import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -88,22 +89,6 @@ def _frames_of(record: VideoRecord, entry) -> tuple[int, ...]:
     if record.start is None:
         return tuple(range(len(entry.frames)))
     return tuple(i for i, t in enumerate(entry.timestamps) if record.start <= t < record.end)
-
-
-def frame_positions(available: int, wanted: int, *, rng: np.random.Generator | None) -> tuple[np.ndarray, np.ndarray]:
-    """`wanted` positions among `available` keyframes and the mask of real frames.
-
-    With `rng` (training): random positions in time order. Without (evaluation): evenly spaced, first and last
-    included. Fewer than `wanted`: all of them, then the last repeated; the mask is True on the real prefix.
-    """
-    if available < 1 or wanted < 1:
-        raise ValueError(f"need at least one keyframe and one wanted frame, got {available} and {wanted}")
-    mask = np.arange(wanted) < available
-    if available <= wanted:
-        return np.minimum(np.arange(wanted), available - 1), mask
-    if rng is None:
-        return np.round(np.linspace(0, available - 1, wanted)).astype(np.int64), mask
-    return np.sort(rng.choice(available, size=wanted, replace=False)), mask
 
 
 # --- epochs of caption samples -------------------------------------------------------------------------------------

@@ -27,22 +27,27 @@ import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
-import torch
-import torch.distributed as dist
 from tqdm import tqdm
 
-from vidsearch.data.loader import frame_positions
 from vidsearch.data.manifest import VideoRecord
+from vidsearch.data.sampling import frame_positions
 from vidsearch.distributed import setup_distributed, shutdown_distributed
 from vidsearch.model.source import ModelSource
-from vidsearch.model.textquery import Precision, QueryTextTower, supports
-from vidsearch.model.videoclip import VideoTextModel
+from vidsearch.runtime.exported import ExportedModel
 from vidsearch.store import store as feature_store
 from vidsearch.store.store import RowMeta, Store, StoreNotFound
 from vidsearch.video.cache import FrameCache, VideoEntry, open_cache
+
+if TYPE_CHECKING:  # torch only for PyTorch models: an exported model (ExportedModel) indexes and searches without it
+    import torch
+
+    from vidsearch.model.textquery import Precision
+    from vidsearch.model.videoclip import VideoTextModel
+
+    Model = VideoTextModel | ExportedModel
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +87,8 @@ class ModelQueryEncoder:
     """
 
     def __init__(self, model: VideoTextModel, *, precision: Precision = "fp32", threads: int | None = 1):
+        from vidsearch.model.textquery import QueryTextTower, supports
+
         self.model = model
         self.fingerprint = model.fingerprint
         self.threads = threads
@@ -90,6 +97,8 @@ class ModelQueryEncoder:
             raise ValueError(f"precision {precision!r} needs a plain float32 open_clip text tower")
 
     def encode(self, texts: list[str]) -> np.ndarray:
+        import torch
+
         tokens = self.model.tokenize(texts)
         with torch.inference_mode(), intra_op_threads(self.threads):
             features = self.tower(tokens) if self.tower is not None else self.model.encode_text(tokens)
@@ -99,6 +108,8 @@ class ModelQueryEncoder:
 @contextmanager
 def intra_op_threads(count: int | None) -> Iterator[None]:
     """torch's intra-op thread count set to `count` inside the block (unchanged for None), restored after it."""
+    import torch
+
     previous = torch.get_num_threads()
     if count is not None and count != previous:
         torch.set_num_threads(count)
@@ -118,7 +129,7 @@ def rows_of(entry: VideoEntry) -> list[RowSpec]:
 
 def index_cache(
     *,
-    model: VideoTextModel,
+    model: Model,
     source: ModelSource,
     cache_dir: str | Path,
     store_dir: str | Path,
@@ -132,7 +143,7 @@ def index_cache(
     cache = open_cache(cache_dir)
     info = _store_info(source, cache_dir)
     by_id = {record.video_id: record for record in records}
-    model = model.to(device).eval()
+    model = _on_device(model, device)
     if rebuild:
         with ingest_lock(store_dir):
             report = _rebuild(model, cache, store_dir, by_id, info, batch_size=batch_size, device=device)
@@ -240,7 +251,7 @@ def _chunks(items: list, size: int) -> Iterator[list]:
         yield items[start:start + size]
 
 
-def _encode_chunk(model: VideoTextModel, cache: FrameCache, entries: list[VideoEntry], by_id: dict[str, VideoRecord],
+def _encode_chunk(model: Model, cache: FrameCache, entries: list[VideoEntry], by_id: dict[str, VideoRecord],
                   batch_size: int, device: str, progress: tqdm) -> tuple[np.ndarray, list[RowMeta]]:
     specs = [spec for entry in entries for spec in rows_of(entry)]
     features = [encode_rows(model, cache, specs[i:i + batch_size], device) for i in range(0, len(specs), batch_size)]
@@ -251,7 +262,7 @@ def _encode_chunk(model: VideoTextModel, cache: FrameCache, entries: list[VideoE
 
 def index_cache_sharded(
     *,
-    model: VideoTextModel,
+    model: Model,
     source: ModelSource,
     cache_dir: str | Path,
     store_dir: str | Path,
@@ -276,7 +287,7 @@ def index_cache_sharded(
         todo, report = _plan(cache, store_dir, model.fingerprint, rebuild=rebuild)
         specs = [spec for entry in todo for spec in rows_of(entry)]
         _check_same_rows(specs, torch_device, world=world)
-        model = model.to(torch_device).eval()
+        model = _on_device(model, torch_device)
         features = _encode_across_ranks(model, cache, specs, batch_size=batch_size, device=torch_device, rank=rank,
                                         world=world)
         report.videos_added, report.rows_added = len(todo), len(specs)
@@ -310,6 +321,9 @@ def _check_same_rows(specs: list[RowSpec], device: torch.device, *, world: int) 
     """All ranks must plan the same rows (a writer publishing between their reads of the store would break that)."""
     if world == 1:
         return
+    import torch
+    import torch.distributed as dist
+
     text = json.dumps([[s.video_id, s.start, s.end, list(s.frames)] for s in specs])
     digest = torch.tensor([int.from_bytes(hashlib.sha256(text.encode()).digest()[:7], "big")], device=device)
     digests = [torch.empty_like(digest) for _ in range(world)]
@@ -318,7 +332,7 @@ def _check_same_rows(specs: list[RowSpec], device: torch.device, *, world: int) 
         raise RuntimeError("the ranks read different versions of the store: run the sharded index again")
 
 
-def _encode_across_ranks(model: VideoTextModel, cache: FrameCache, specs: list[RowSpec], *, batch_size: int,
+def _encode_across_ranks(model: Model, cache: FrameCache, specs: list[RowSpec], *, batch_size: int,
                          device: torch.device, rank: int, world: int) -> np.ndarray | None:
     """Features [len(specs), D] of all rows on rank 0 (None on the others), chunk by chunk to bound memory."""
     parts = []
@@ -343,6 +357,9 @@ def _gather_rows(features: np.ndarray, *, counts: list[int], device: torch.devic
     """
     if len(counts) == 1:
         return [features]
+    import torch
+    import torch.distributed as dist
+
     padded = torch.zeros((max(counts), features.shape[1]), dtype=torch.float32, device=device)
     padded[:len(features)] = torch.from_numpy(features.astype(np.float32, copy=False))
     received = [torch.empty_like(padded) for _ in counts] if rank == 0 else None
@@ -350,17 +367,36 @@ def _gather_rows(features: np.ndarray, *, counts: list[int], device: torch.devic
     return [part[:count].cpu().numpy() for part, count in zip(received, counts)] if rank == 0 else []
 
 
-@torch.no_grad()
-def encode_rows(model: VideoTextModel, cache: FrameCache, specs: Sequence[RowSpec], device: str = "cpu") -> np.ndarray:
+def encode_rows(model: Model, cache: FrameCache, specs: Sequence[RowSpec], device: str = "cpu") -> np.ndarray:
     """Video features [len(specs), D] for rows, each from its keyframes evenly spaced and padded to T."""
+    exported = isinstance(model, ExportedModel)
     frames, masks = [], []
     for spec in specs:
-        positions, mask = frame_positions(len(spec.frames), model.config.num_frames, rng=None)
-        chosen = [spec.frames[p] for p in positions]
-        frames.append(torch.from_numpy(cache.read_frames(spec.video_id, chosen)))
-        masks.append(torch.from_numpy(mask))
-    pixels = model.preprocess_frames(torch.stack(frames)).to(device)
-    return model.encode_video(pixels, torch.stack(masks).to(device)).cpu().numpy()
+        positions, mask = frame_positions(len(spec.frames), model.num_frames if exported else model.config.num_frames,
+                                          rng=None)
+        frames.append(cache.read_frames(spec.video_id, [spec.frames[p] for p in positions]))
+        masks.append(mask)
+    if exported:
+        return model.encode_videos(np.stack(frames), np.stack(masks))
+    import torch
+
+    with torch.no_grad():
+        pixels = model.preprocess_frames(torch.from_numpy(np.stack(frames))).to(device)
+        return model.encode_video(pixels, torch.from_numpy(np.stack(masks)).to(device)).cpu().numpy()
+
+
+def _on_device(model: Model, device: str | torch.device) -> Model:
+    """A PyTorch model moved to `device` in eval mode; an exported model runs where ONNX Runtime runs it."""
+    return model if isinstance(model, ExportedModel) else model.to(device).eval()
+
+
+def query_encoder(model: Model, *, precision: str = "fp32"):
+    """The store's QueryEncoder for a model: an exported model is one already."""
+    if isinstance(model, ExportedModel):
+        if precision != "fp32":
+            raise ValueError(f"precision {precision!r}: an exported model has its own ({model.precision})")
+        return model
+    return ModelQueryEncoder(model, precision=precision)
 
 
 def _row_meta(spec: RowSpec, entry: VideoEntry, record: VideoRecord | None) -> RowMeta:
@@ -374,13 +410,14 @@ def _row_meta(spec: RowSpec, entry: VideoEntry, record: VideoRecord | None) -> R
     )
 
 
-def open_searcher(store_dir: str | Path, *, precision: str = "fp32"):
-    """A Searcher over the store with the model the store was built with (read from the store's info)."""
+def open_searcher(store_dir: str | Path, *, precision: str = "fp32", model: str | Path | None = None):
+    """A Searcher over the store with the model the store was built with (read from the store's info), or with the
+    exported model directory `model` (refused unless it gives the store's vectors: its fingerprint)."""
     from vidsearch.store.search import Searcher
 
     store = Store.open(store_dir)
-    source = ModelSource.from_dict(store.info["model"])
-    return Searcher(store, ModelQueryEncoder(source.load(precision=precision)))
+    source = ModelSource(exported=str(model)) if model is not None else ModelSource.from_dict(store.info["model"])
+    return Searcher(store, query_encoder(source.load(precision=precision), precision=precision))
 
 
 def index_into(task: dict) -> dict:
@@ -398,10 +435,10 @@ def index_into(task: dict) -> dict:
     return {"videos_added": report.videos_added, "version": report.version}
 
 
-_models: dict[str, VideoTextModel] = {}
+_models: dict[str, Model] = {}
 
 
-def _loaded(source: ModelSource) -> VideoTextModel:
+def _loaded(source: ModelSource) -> Model:
     """The model of `source`, loaded once per process (a long-lived ingest worker encodes upload after upload)."""
     key = json.dumps(source.to_dict(), sort_keys=True)
     if key not in _models:

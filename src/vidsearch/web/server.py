@@ -108,8 +108,9 @@ def _allow_descriptors(needed: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
-def create_app(*, store_dir: str | Path, https: bool = False):
-    """Configure Django for the store, migrate its site database, load the store and its model; the WSGI app."""
+def create_app(*, store_dir: str | Path, https: bool = False, model: str | Path | None = None):
+    """Configure Django for the store, migrate its site database, load the store and its model (or the exported
+    model directory `model`); the WSGI app."""
     from vidsearch.web.setup import prepare_environment, start_django
 
     prepare_environment(store_dir, https=https)
@@ -118,6 +119,8 @@ def create_app(*, store_dir: str | Path, https: bool = False):
 
     from vidsearch.web.library import engine, services
 
+    if model is not None:
+        engine.install(engine.Library.open(store_dir, model=model))
     engine.get_library()
     recovery = services.recover_uploads()
     if recovery != services.Recovery(0, 0, 0, 0):
@@ -127,10 +130,10 @@ def create_app(*, store_dir: str | Path, https: bool = False):
 
 
 def serve(*, store_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, threads: int = 4,
-          https: bool = False) -> None:
+          https: bool = False, model: str | Path | None = None) -> None:
     from vidsearch.web.library.middleware import body_limit
 
-    app = create_app(store_dir=store_dir, https=https)
+    app = create_app(store_dir=store_dir, https=https, model=model)
     server = build_server(app, host=host, port=port, threads=threads, https=https,
                           max_request_body_size=body_limit())
     log.info("serving %s on http://%s:%d/", Path(store_dir).resolve(), host, port)

@@ -25,6 +25,7 @@ from vidsearch.video.cache import MANIFEST, FrameCache, VideoEntry, open_cache
 if TYPE_CHECKING:  # the model's modules import torch: only the server, which loads the model, pays for that
     from vidsearch.model.source import ModelSource
     from vidsearch.model.videoclip import VideoTextModel
+    from vidsearch.runtime.exported import ExportedModel
 
 log = logging.getLogger(__name__)
 
@@ -83,11 +84,12 @@ class Library:
         self._changed_warned: list[Path] = []
 
     @classmethod
-    def open(cls, store_dir: str | Path, *, refresh_seconds: float = 1.0) -> Library:
+    def open(cls, store_dir: str | Path, *, refresh_seconds: float = 1.0, model: str | Path | None = None) -> Library:
+        """The store and its own model, or the exported model directory `model`."""
         from vidsearch.store.indexer import open_searcher
 
         log.info("loading the store %s and its model", store_dir)
-        return cls(open_searcher(store_dir), refresh_seconds=refresh_seconds)
+        return cls(open_searcher(store_dir, model=model), refresh_seconds=refresh_seconds)
 
     @property
     def store(self) -> Store:
@@ -95,8 +97,9 @@ class Library:
         return self.searcher.store
 
     @property
-    def model(self) -> VideoTextModel:
-        return self.searcher.encoder.model
+    def model(self) -> VideoTextModel | ExportedModel:
+        encoder = self.searcher.encoder
+        return getattr(encoder, "model", encoder)  # an exported model is its own query encoder
 
     @property
     def model_source(self) -> ModelSource:
