@@ -1,0 +1,81 @@
+"""The Ray Data executor: keyframes as CPU tasks, the model in an actor pool, this process (the driver) publishing.
+
+    ray.data.from_items(files) → map_batches(keyframes, a task per `files_per_task` files, 1 CPU each)
+                               → map_batches(encoder actors: `encoders` of them, 1 GPU each when the cluster has
+                                 GPUs, else 1 CPU each) → the driver, the single store writer
+
+A task whose worker process dies is run again by Ray (`TASK_RETRIES`), as is an actor (restarted) and the batch it
+held; a video that comes back twice is published once. Each file is still decoded in its own child process inside
+the task, so a hostile file fails alone. Every node needs vidsearch installed and the cache, the store and the
+model's files at the same paths (a shared filesystem).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import numpy as np
+import ray
+import ray.data
+
+from vidsearch.ingest.stages import IngestPlan, Publisher, VideoEncoder, encode, keyframes
+from vidsearch.model.source import ModelSource
+
+log = logging.getLogger(__name__)
+
+TASK_RETRIES = 3
+
+
+def connect(address: str) -> None:
+    """Join the Ray cluster at `address`; "auto": the one this machine belongs to, else a new local instance.
+    Nothing to do when this process is connected already."""
+    if not ray.is_initialized():
+        ray.init(address=None if address == "auto" else address)
+
+
+def run_ray(plan: IngestPlan, publisher: Publisher, *, address: str, source: ModelSource, precision: str,
+            batch_size: int, timeout_s: float, batch_videos: int, encoders: int | None = None,
+            files_per_task: int = 4) -> None:
+    """Every planned file through keyframes, encode and publish on the cluster at `address`."""
+    if not plan.items:
+        return
+    connect(address)
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    files = ray.data.from_items([{"item": json.dumps(item)} for item in plan.items])
+    videos = files.map_batches(_keyframes_task, batch_size=files_per_task, fn_kwargs={"timeout_s": timeout_s},
+                               num_cpus=1, max_retries=TASK_RETRIES)
+    encoded = videos.map_batches(
+        _EncoderActor, batch_size=batch_videos, compute=ray.data.ActorPoolStrategy(size=encoders or max(1, gpus)),
+        num_gpus=1 if gpus else 0, num_cpus=0 if gpus else 1, max_restarts=TASK_RETRIES,
+        max_task_retries=TASK_RETRIES,
+        fn_constructor_kwargs={"source": source.absolute().to_dict(), "device": "cuda" if gpus else "cpu",
+                               "precision": precision, "batch_size": batch_size,
+                               "fingerprint": publisher.fingerprint})
+    for row in encoded.iter_rows():
+        publisher.add(json.loads(row["video"]))
+    publisher.flush()
+
+
+def _keyframes_task(batch: dict[str, np.ndarray], *, timeout_s: float) -> dict[str, np.ndarray]:
+    items = [json.loads(item) for item in batch["item"]]
+    return _column(keyframes(items, workers=1, timeout_s=timeout_s))
+
+
+class _EncoderActor:
+    """One model per actor, loaded once; refuses to start with weights other than the driver's."""
+
+    def __init__(self, *, source: dict[str, Any], device: str, precision: str, batch_size: int, fingerprint: str):
+        self.encoder = VideoEncoder(ModelSource.from_dict(source), device=device, precision=precision,
+                                    batch_size=batch_size)
+        if self.encoder.fingerprint != fingerprint:
+            raise RuntimeError(f"the model loaded on this worker is not the driver's (fingerprint "
+                               f"{self.encoder.fingerprint[:12]} ≠ {fingerprint[:12]}): give every node the same files")
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return _column(encode(self.encoder, [json.loads(video) for video in batch["video"]]))
+
+
+def _column(videos: Any) -> dict[str, np.ndarray]:
+    return {"video": np.array([json.dumps(video) for video in videos], dtype=object)}
