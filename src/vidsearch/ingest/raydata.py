@@ -4,8 +4,8 @@
                                → map_batches(encoder actors: `encoders` of them, 1 GPU each when the cluster has
                                  GPUs, else 1 CPU each) → the driver, the single store writer
 
-A task whose worker process dies is run again by Ray (`TASK_RETRIES`), as is an actor (restarted) and the batch it
-held; a video that comes back twice is published once. Each file is still decoded in its own child process inside
+A task whose worker process dies is run again by Ray (up to 3 times, Ray's default), an actor that dies is restarted
+by Ray Data and its batches run again; a video that comes back twice is published once. Each file is still decoded in its own child process inside
 the task, so a hostile file fails alone. Every node needs vidsearch installed and the cache, the store and the
 model's files at the same paths (a shared filesystem).
 """
@@ -25,14 +25,12 @@ from vidsearch.model.source import ModelSource
 
 log = logging.getLogger(__name__)
 
-TASK_RETRIES = 3
-
-
 def connect(address: str) -> None:
     """Join the Ray cluster at `address`; "auto": the one this machine belongs to, else a new local instance.
     Nothing to do when this process is connected already."""
     if not ray.is_initialized():
         ray.init(address=None if address == "auto" else address)
+    ray.data.DataContext.get_current().enable_progress_bars = False
 
 
 def run_ray(plan: IngestPlan, publisher: Publisher, *, address: str, source: ModelSource, precision: str,
@@ -43,13 +41,13 @@ def run_ray(plan: IngestPlan, publisher: Publisher, *, address: str, source: Mod
         return
     connect(address)
     gpus = int(ray.cluster_resources().get("GPU", 0))
-    files = ray.data.from_items([{"item": json.dumps(item)} for item in plan.items])
+    tasks = -(-len(plan.items) // files_per_task)
+    files = ray.data.from_items([{"item": json.dumps(item)} for item in plan.items], override_num_blocks=tasks)
     videos = files.map_batches(_keyframes_task, batch_size=files_per_task, fn_kwargs={"timeout_s": timeout_s},
-                               num_cpus=1, max_retries=TASK_RETRIES)
+                               num_cpus=1)
     encoded = videos.map_batches(
         _EncoderActor, batch_size=batch_videos, compute=ray.data.ActorPoolStrategy(size=encoders or max(1, gpus)),
-        num_gpus=1 if gpus else 0, num_cpus=0 if gpus else 1, max_restarts=TASK_RETRIES,
-        max_task_retries=TASK_RETRIES,
+        num_gpus=1 if gpus else 0, num_cpus=0 if gpus else 1,
         fn_constructor_kwargs={"source": source.absolute().to_dict(), "device": "cuda" if gpus else "cpu",
                                "precision": precision, "batch_size": batch_size,
                                "fingerprint": publisher.fingerprint})
