@@ -173,3 +173,14 @@ def test_ray_workers_killed_mid_job_are_retried_and_every_video_lands_once(local
     assert (report.videos_added, sorted(code for *_, code, _ in report.failed)) == (6, sorted(FAILED.values()))
     assert report.versions == list(range(1, 7))
     assert_same_store(tmp_path / "store", reference / "store")
+
+
+def test_ray_refuses_a_cluster_of_several_hosts_in_one_line(videos, ray_instance, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(ray_instance, "nodes", lambda: [{"Alive": True}, {"Alive": True}, {"Alive": False}])
+    code = cli(["ingest", str(videos), "--store", str(tmp_path / "store"), "--frames", str(tmp_path / "cache"),
+                *MODEL, "--ray", "auto"])
+    error = capsys.readouterr().err
+    assert code == 2
+    assert error == ("vidsearch ingest: error: the Ray cluster has 2 nodes; ingest runs on one node for now (the "
+                     "keyframe cache's SQLite database cannot be shared between hosts)\n")
+    assert list(tmp_path.iterdir()) == []

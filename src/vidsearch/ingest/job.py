@@ -38,7 +38,7 @@ def ingest(inputs: Iterable[str | Path], *, store_dir: str | Path, cache_dir: st
     `on_publish(version, report)` is called after each published version."""
     if batch_videos < 1 or batch_size < 1 or files_per_task < 1:
         raise ValueError("batch sizes must be at least 1")
-    run_ray = _ray_executor() if ray_address is not None else None
+    run_ray = _ray_executor(ray_address) if ray_address is not None else None
     started = time.perf_counter()
     workers = workers or os.cpu_count() or 1
     encoder = VideoEncoder(source, device="cpu" if run_ray else device, precision=precision, batch_size=batch_size)
@@ -50,7 +50,7 @@ def ingest(inputs: Iterable[str | Path], *, store_dir: str | Path, cache_dir: st
     if run_ray is None:
         run_local(job, publisher, encoder, workers=workers, timeout_s=limits.timeout_s, batch_videos=batch_videos)
     else:
-        run_ray(job, publisher, address=ray_address, source=source, precision=precision, batch_size=batch_size,
+        run_ray(job, publisher, source=source, precision=precision, batch_size=batch_size,
                 timeout_s=limits.timeout_s, batch_videos=batch_videos, encoders=encoders,
                 files_per_task=files_per_task)
     job.report.seconds = time.perf_counter() - started
@@ -72,11 +72,13 @@ def frame_config(cache_dir: str | Path, *, frames: int | None = None, size: int 
     return replace(base, frames=frames or base.frames, size=size or base.size)
 
 
-def _ray_executor() -> Callable[..., None]:
+def _ray_executor(address: str) -> Callable[..., None]:
+    """`raydata.run_ray`, connected to the cluster at `address`; RayMissing when Ray is not installed."""
     try:
-        from vidsearch.ingest.raydata import run_ray
+        from vidsearch.ingest.raydata import connect, run_ray
     except ImportError as error:
         if (error.name or "").split(".")[0] != "ray":
             raise
         raise RayMissing(f"--ray needs Ray: pip install '{CLUSTER_EXTRA}'") from None
+    connect(address)
     return run_ray

@@ -5,9 +5,12 @@
                                  GPUs, else 1 CPU each) → the driver, the single store writer
 
 A task whose worker process dies is run again by Ray (up to 3 times, Ray's default), an actor that dies is restarted
-by Ray Data and its batches run again; a video that comes back twice is published once. Each file is still decoded in its own child process inside
-the task, so a hostile file fails alone. Every node needs vidsearch installed and the cache, the store and the
-model's files at the same paths (a shared filesystem).
+by Ray Data and its batches run again; a video that comes back twice is published once. Each file is still decoded in
+its own child process inside the task, so a hostile file fails alone.
+
+One host only, for now: the stages read and write the keyframe cache's SQLite database, which runs in WAL mode, and
+SQLite's WAL works only among processes of one host (its index is shared memory), not over a network filesystem.
+A cluster of several nodes is refused with one line (see docs/scaling.md for what multi-node ingest needs).
 """
 
 from __future__ import annotations
@@ -27,19 +30,19 @@ log = logging.getLogger(__name__)
 
 def connect(address: str) -> None:
     """Join the Ray cluster at `address`; "auto": the one this machine belongs to, else a new local instance.
-    Nothing to do when this process is connected already."""
+    Nothing to do when this process is connected already. Refuses a cluster of several nodes."""
     if not ray.is_initialized():
         ray.init(address=None if address == "auto" else address)
     ray.data.DataContext.get_current().enable_progress_bars = False
+    _check_one_host()
 
 
-def run_ray(plan: IngestPlan, publisher: Publisher, *, address: str, source: ModelSource, precision: str,
+def run_ray(plan: IngestPlan, publisher: Publisher, *, source: ModelSource, precision: str,
             batch_size: int, timeout_s: float, batch_videos: int, encoders: int | None = None,
             files_per_task: int = 4) -> None:
-    """Every planned file through keyframes, encode and publish on the cluster at `address`."""
+    """Every planned file through keyframes, encode and publish on the Ray cluster `connect` joined."""
     if not plan.items:
         return
-    connect(address)
     gpus = int(ray.cluster_resources().get("GPU", 0))
     tasks = -(-len(plan.items) // files_per_task)
     files = ray.data.from_items([{"item": json.dumps(item)} for item in plan.items], override_num_blocks=tasks)
@@ -54,6 +57,17 @@ def run_ray(plan: IngestPlan, publisher: Publisher, *, address: str, source: Mod
     for row in encoded.iter_rows():
         publisher.add(json.loads(row["video"]))
     publisher.flush()
+
+
+class MultiNodeUnsupported(ValueError):
+    """The Ray cluster has more than one node (see the module docstring)."""
+
+
+def _check_one_host() -> None:
+    nodes = [node for node in ray.nodes() if node.get("Alive")]
+    if len(nodes) > 1:
+        raise MultiNodeUnsupported(f"the Ray cluster has {len(nodes)} nodes; ingest runs on one node for now (the "
+                                   f"keyframe cache's SQLite database cannot be shared between hosts)")
 
 
 def _keyframes_task(batch: dict[str, np.ndarray], *, timeout_s: float) -> dict[str, np.ndarray]:
