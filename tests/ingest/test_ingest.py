@@ -156,6 +156,7 @@ def ray_map_workers() -> dict[int, str]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)  # a job that cannot recover waits for the lost actor: fail in bounded time
 def test_ray_workers_killed_mid_job_are_retried_and_every_video_lands_once(local, videos, ray_instance, tmp_path):
     reference, _ = local
     killed: dict[int, str] = {}
