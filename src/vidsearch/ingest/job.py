@@ -41,6 +41,7 @@ def ingest(inputs: Iterable[str | Path], *, store_dir: str | Path, cache_dir: st
     run_ray = _ray_executor(ray_address) if ray_address is not None else None
     started = time.perf_counter()
     workers = workers or os.cpu_count() or 1
+    # With Ray the actors encode; the driver's model gives the fingerprint the store and the actors are checked against.
     encoder = VideoEncoder(source, device="cpu" if run_ray else device, precision=precision, batch_size=batch_size)
     job = plan(inputs, cache_dir=cache_dir, store_dir=store_dir, config=config, fingerprint=encoder.fingerprint,
                limits=limits, workers=os.cpu_count() if run_ray else workers)

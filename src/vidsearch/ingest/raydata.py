@@ -16,7 +16,6 @@ A cluster of several nodes is refused with one line (see docs/scaling.md for wha
 from __future__ import annotations
 
 import json
-import logging
 from typing import Any
 
 import numpy as np
