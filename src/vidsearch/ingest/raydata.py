@@ -25,7 +25,6 @@ import ray.data
 from vidsearch.ingest.stages import IngestPlan, Publisher, VideoEncoder, encode, keyframes
 from vidsearch.model.source import ModelSource
 
-log = logging.getLogger(__name__)
 
 def connect(address: str) -> None:
     """Join the Ray cluster at `address`; "auto": the one this machine belongs to, else a new local instance.
