@@ -446,6 +446,46 @@ def _index_summary(report: "IndexReport") -> str:
 
 def _count(number: int, noun: str) -> str:
     return f"{number} {noun}" + ("" if number == 1 else "s")
+def _ingest_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="+", metavar="VIDEO_OR_DIR", help="video files, or directories searched for them")
+    parser.add_argument("--store", required=True, help="feature store directory (created if absent)")
+    _add_model_source_args(parser)
+    parser.add_argument("--frames", help="keyframe cache directory (default: the store's, else STORE-frames)")
+    parser.add_argument("--ray", metavar="ADDRESS", help="run on a Ray cluster: its address, or auto (the cluster of "
+                                                        "this machine, else a local one); needs vidsearch[cluster]")
+    parser.add_argument("--batch-videos", type=int, default=64, help="videos per published store version")
+    parser.add_argument("--batch-size", type=int, default=16, help="videos (or moments) encoded at once")
+    parser.add_argument("--keyframes", type=int, help="keyframes per video of a new cache (default 12)")
+    parser.add_argument("--size", type=int, help="side of the square keyframes of a new cache (default 224)")
+    parser.add_argument("--workers", type=int, help="without --ray: videos decoded at once (default: one per core)")
+    parser.add_argument("--encoders", type=int, help="with --ray: encoder actors (default: one per GPU, else 1)")
+    parser.add_argument("--timeout", type=float, default=900.0, help="seconds one video may take before it fails")
+    parser.add_argument("--device", help="without --ray: where the model runs (default: cuda when available, else cpu)")
+    parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
+
+
+def _ingest_run(args: argparse.Namespace) -> int:
+    from vidsearch.ingest.job import RayMissing, default_cache, frame_config, ingest
+    from vidsearch.model.weights import WeightsError
+    from vidsearch.store.store import StoreError
+    from vidsearch.video.cache import CacheFormatError
+    from vidsearch.video.decode import DecodeLimits
+
+    source = _model_source(args)
+    args.device = args.device or ("cuda" if source.exported is None and _cuda() else "cpu")
+    try:
+        cache = args.frames or default_cache(args.store)
+        report = ingest(args.inputs, store_dir=args.store, cache_dir=cache, source=source,
+                        config=frame_config(cache, frames=args.keyframes, size=args.size), ray_address=args.ray,
+                        batch_videos=args.batch_videos, workers=args.workers,
+                        limits=DecodeLimits(timeout_s=args.timeout), device=args.device, precision=args.precision,
+                        batch_size=args.batch_size, encoders=args.encoders)
+    except (RayMissing, CacheFormatError, WeightsError, StoreError, FileNotFoundError, ValueError) as error:
+        raise UserError(str(error)) from None
+    except OSError as error:
+        return _disk_full(error, "ingest")
+    print(report.summary())
+    return 1 if report.failed or report.unreadable else 0
 
 
 def _search_args(parser: argparse.ArgumentParser) -> None:
@@ -649,6 +689,8 @@ COMMANDS: dict[str, Command] = {
                       _frames_args, _frames_run),
     "index": Command("encode a keyframe cache with CLIP (or a checkpoint) into a feature store", _index_args,
                      _index_run),
+    "ingest": Command("video files → keyframes → features → the feature store in one job, here or on a Ray cluster",
+                      _ingest_args, _ingest_run),
     "search": Command("search a feature store with a sentence", _search_args, _search_run),
     "serve": Command("serve the search and player pages and the JSON API over a feature store (waitress)",
                      _serve_args, _serve_run),

@@ -141,7 +141,7 @@ def index_cache(
     """Encode every cached video not yet in the store and add it; `rebuild` starts the store afresh."""
     started = time.perf_counter()
     cache = open_cache(cache_dir)
-    info = _store_info(source, cache_dir)
+    info = store_info(source, cache_dir)
     by_id = {record.video_id: record for record in records}
     model = _on_device(model, device)
     if rebuild:
@@ -233,7 +233,7 @@ def _plan(cache: FrameCache, store_dir: str | Path, fingerprint: str, *,
     return todo, report
 
 
-def _store_info(source: ModelSource, cache_dir: str | Path) -> dict:
+def store_info(source: ModelSource, cache_dir: str | Path) -> dict:
     return {"model": source.absolute().to_dict(), "frames": str(Path(cache_dir).resolve())}
 
 
@@ -256,7 +256,7 @@ def _encode_chunk(model: Model, cache: FrameCache, entries: list[VideoEntry], by
     specs = [spec for entry in entries for spec in rows_of(entry)]
     features = [encode_rows(model, cache, specs[i:i + batch_size], device) for i in range(0, len(specs), batch_size)]
     progress.update(len(entries))
-    rows = [_row_meta(spec, cache.entry(spec.video_id), by_id.get(spec.video_id)) for spec in specs]
+    rows = [row_meta(spec, cache.entry(spec.video_id), by_id.get(spec.video_id)) for spec in specs]
     return np.concatenate(features).astype(np.float32), rows
 
 
@@ -293,7 +293,7 @@ def index_cache_sharded(
         report.videos_added, report.rows_added = len(todo), len(specs)
         if rank == 0 and specs:
             _publish_ranks(report, features, _rows_of_specs(cache, specs, records), store_dir, rebuild=rebuild,
-                           fingerprint=model.fingerprint, info=_store_info(source, cache_dir))
+                           fingerprint=model.fingerprint, info=store_info(source, cache_dir))
     shutdown_distributed()
     report.seconds = time.perf_counter() - started
     return report
@@ -301,7 +301,7 @@ def index_cache_sharded(
 
 def _rows_of_specs(cache: FrameCache, specs: list[RowSpec], records: Sequence[VideoRecord]) -> list[RowMeta]:
     by_id = {record.video_id: record for record in records}
-    return [_row_meta(spec, cache.entries[spec.video_id], by_id.get(spec.video_id)) for spec in specs]
+    return [row_meta(spec, cache.entries[spec.video_id], by_id.get(spec.video_id)) for spec in specs]
 
 
 def _publish_ranks(report: IndexReport, features: np.ndarray, rows: list[RowMeta], store_dir: str | Path, *,
@@ -399,7 +399,7 @@ def query_encoder(model: Model, *, precision: str = "fp32"):
     return ModelQueryEncoder(model, precision=precision)
 
 
-def _row_meta(spec: RowSpec, entry: VideoEntry, record: VideoRecord | None) -> RowMeta:
+def row_meta(spec: RowSpec, entry: VideoEntry, record: VideoRecord | None) -> RowMeta:
     return RowMeta(
         video_id=spec.video_id,
         start=spec.start,

@@ -89,7 +89,7 @@ from vidsearch.config import FrameConfig, from_dict, to_dict
 from vidsearch.fsutil import atomic_write_text, fsync_dir
 from vidsearch.video import samplers, segments
 from vidsearch.video.decode import DecodeLimits, VideoError, VideoInfo, check_local_file, decode_frames, iter_frames, probe
-from vidsearch.video.workers import run_isolated
+from vidsearch.video.workers import Outcome, run_isolated
 
 log = logging.getLogger(__name__)
 
@@ -546,9 +546,30 @@ def build_cache(inputs: Iterable[str | Path], out: str | Path, config: FrameConf
     `workers` videos are decoded at once (default: one per core), each with cores/workers decoder threads. Raises
     OSError(ENOSPC) when the disk is full (what was extracted until then stays in the cache).
     """
+    started = time.monotonic()
+    plan = plan_extraction(inputs, out, config, workers=workers, limits=limits)
+    _extract_all(plan, workers=plan.workers, timeout_s=limits.timeout_s)
+    plan.report.seconds = time.monotonic() - started
+    return plan.report
+
+
+@dataclass
+class ExtractionPlan:
+    """What a build has to do: `tasks` for `extract_video` (one per new, changed or failed video); the report has the
+    unchanged videos and unreadable directories already."""
+
+    root: Path
+    database: CacheDatabase
+    tasks: list[dict[str, Any]]
+    report: BuildReport
+    workers: int
+
+
+def plan_extraction(inputs: Iterable[str | Path], out: str | Path, config: FrameConfig, *, workers: int | None = None,
+                    limits: DecodeLimits = DecodeLimits()) -> ExtractionPlan:
+    """Find the input videos, open (or create) the cache, give each video its id and decide which to extract."""
     _check_config(config)
     workers = workers or os.cpu_count() or 1
-    started = time.monotonic()
     root = Path(out)
     report = BuildReport(root)
     sources = find_videos(inputs, report.unreadable)
@@ -560,9 +581,7 @@ def build_cache(inputs: Iterable[str | Path], out: str | Path, config: FrameConf
             report.skipped.append(ids[source])
         else:
             tasks.append(_task(source, ids[source], root, config, limits, workers))
-    _extract_all(tasks, root, database, report, workers=workers, timeout_s=limits.timeout_s)
-    report.seconds = time.monotonic() - started
-    return report
+    return ExtractionPlan(root, database, tasks, report, workers)
 
 
 def _check_config(config: FrameConfig) -> None:
@@ -589,19 +608,22 @@ def _task(source: Path, video_id: str, root: Path, config: FrameConfig, limits: 
             "limits": asdict(limits), "threads": threads}
 
 
-def _extract_all(tasks: list[dict], root: Path, database: CacheDatabase, report: BuildReport, *, workers: int,
-                 timeout_s: float) -> None:
-    outcomes = run_isolated(extract_video, tasks, workers=workers, timeout_s=timeout_s)
-    with closing(outcomes), tqdm(total=len(tasks), desc="keyframes", unit="video", disable=not tasks) as progress:
+def _extract_all(plan: ExtractionPlan, *, workers: int, timeout_s: float) -> None:
+    outcomes = run_isolated(extract_video, plan.tasks, workers=workers, timeout_s=timeout_s)
+    with closing(outcomes), tqdm(total=len(plan.tasks), desc="keyframes", unit="video",
+                                 disable=not plan.tasks) as progress:
         for outcome in outcomes:
-            if outcome.result and "disk_full" in outcome.result:
-                raise OSError(errno.ENOSPC, f"no space left on the device for the keyframes of "
-                                            f"{outcome.task['source']} ({outcome.result['disk_full']})")
-            # A child that died or timed out stored nothing: its failure is recorded here.
-            entry = outcome.result or store_entry(root, database, _failed_entry(outcome.task, outcome.failure,
-                                                                               outcome.detail))
-            _count(entry, report)
+            _count(record_outcome(plan.root, plan.database, outcome), plan.report)
             progress.update()
+
+
+def record_outcome(root: Path, database: CacheDatabase, outcome: Outcome) -> dict[str, Any]:
+    """The cache entry an `extract_video` outcome leaves: the child's own, or (a child that died or timed out stored
+    nothing) its failure, recorded here. Raises OSError(ENOSPC) when the child found the disk full."""
+    if outcome.result and "disk_full" in outcome.result:
+        raise OSError(errno.ENOSPC, f"no space left on the device for the keyframes of "
+                                    f"{outcome.task['source']} ({outcome.result['disk_full']})")
+    return outcome.result or store_entry(root, database, _failed_entry(outcome.task, outcome.failure, outcome.detail))
 
 
 def _count(entry: dict[str, Any], report: BuildReport) -> None:
