@@ -6,7 +6,7 @@ import pytest
 
 from vidsearch.store import store as st
 from vidsearch.store.store import (FeatureDatabase, FingerprintMismatch, RowMeta, Store, StoreCorrupted,
-                                   StoreNotFound)
+                                   StoreError, StoreNotFound)
 
 
 def test_round_trip_manifest_and_memory_map(tmp_path, helpers, monkeypatch):
@@ -175,6 +175,33 @@ def test_truncated_array_and_missing_file_detected(tmp_path, helpers):
     path.unlink()
     with pytest.raises(StoreCorrupted, match="lacks"):
         Store.open(tmp_path)
+
+
+_MANIFEST_EDITS = {
+    "a row count of the wrong type": (lambda m: m["segments"][0].update(rows="12"), r"\['rows'\]|\.rows"),
+    "a version of the wrong type": (lambda m: m.update(version=[1]), "version"),
+    "an array shape of the wrong type": (
+        lambda m: next(iter(m["segments"][0]["arrays"].values())).update(shape="12x8"), "shape"),
+    "a file outside the store": (
+        lambda m: m["segments"][0]["meta"].update(file="../../etc/passwd"), "file"),
+    "a tombstone that is not a row id": (lambda m: m.update(tombstones=["a"]), "tombstones"),
+    "a missing segment list": (lambda m: m.pop("segments"), "segments"),
+    "a row count the arrays do not have": (lambda m: m["segments"][0].update(rows=99), "99 rows"),
+    "a manifest that is not an object": (lambda m: m.clear(), "format"),
+}
+
+
+@pytest.mark.parametrize("edit", list(_MANIFEST_EDITS))
+def test_a_manifest_edited_into_valid_json_of_the_wrong_shape_is_refused_in_one_line(tmp_path, helpers, edit):
+    """Edits that stay valid JSON used to surface as IndexError/KeyError tracebacks (or be accepted silently)."""
+    helpers.write_videos(tmp_path, ["a", "b"])
+    manifest = json.loads((tmp_path / st.MANIFEST).read_text())
+    change, mentioned = _MANIFEST_EDITS[edit]
+    change(manifest)
+    (tmp_path / st.MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(StoreError, match=mentioned) as refused:
+        Store.open(tmp_path)
+    assert "\n" not in str(refused.value)
 
 
 def test_full_verification_hashes_untouched_files(tmp_path, helpers, monkeypatch):

@@ -42,6 +42,7 @@ searched exactly until a compaction rewrites them.
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import logging
 import math
@@ -529,10 +530,70 @@ def read_manifest(path: Path) -> dict[str, Any]:
         raise StoreNotFound(f"{path} is not a feature store: no published {MANIFEST}") from None
     except ValueError as error:
         raise StoreCorrupted(f"{path}/{MANIFEST} is not valid JSON: {error}") from None
-    if manifest.get("format") != FORMAT or manifest.get("format_version") not in READABLE_VERSIONS:
-        raise StoreError(f"{path}: format {manifest.get('format')!r} v{manifest.get('format_version')!r}, "
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT \
+            or manifest.get("format_version") not in READABLE_VERSIONS:
+        found = manifest if isinstance(manifest, dict) else {}
+        raise StoreError(f"{path}: format {found.get('format')!r} v{found.get('format_version')!r}, "
                          f"this vidsearch reads {FORMAT!r} v{', v'.join(map(str, READABLE_VERSIONS))}")
+    _check_manifest_schema(path, manifest)
     return manifest
+
+
+_FILE_ENTRY = {"type": "object", "required": ["file", "sha256", "size", "stamp"], "properties": {
+    # a file name inside the store directory: never a path (a manifest edited to name ../x reads nothing outside)
+    "file": {"type": "string", "pattern": r"^seg[0-9]{6}\.[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$"},
+    "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+    "size": {"type": "integer", "minimum": 0},
+    "stamp": {"type": "array", "items": {"type": "integer"}, "minItems": 4, "maxItems": 4},
+    "dtype": {"type": "string"},
+    "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}}}}
+_ARRAY_ENTRY = {**_FILE_ENTRY, "required": [*_FILE_ENTRY["required"], "dtype", "shape"]}
+_COUNT = {"type": "integer", "minimum": 0}
+#: What a published manifest must look like (format versions 1 and 2); checked on every read, so a manifest edited by
+#: hand into valid JSON of the wrong shape is refused with one line instead of failing later with a KeyError.
+MANIFEST_SCHEMA = {
+    "type": "object",
+    "required": ["format", "format_version", "version", "fingerprint", "info", "schema", "next_row", "next_segment",
+                 "segments", "tombstones"],
+    "properties": {
+        "version": _COUNT, "next_row": _COUNT, "next_segment": _COUNT, "fingerprint": {"type": "string"},
+        "info": {"type": "object"},
+        "schema": {"type": "object", "additionalProperties": {
+            "type": "object", "required": ["dtype", "shape"],
+            "properties": {"dtype": {"type": "string"},
+                           "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}}}}},
+        "tombstones": {"type": "array", "items": _COUNT},
+        "segments": {"type": "array", "items": {
+            "type": "object", "required": ["id", "first_row", "rows", "arrays", "meta"],
+            "properties": {"id": _COUNT, "first_row": _COUNT, "rows": _COUNT,
+                           "arrays": {"type": "object", "additionalProperties": _ARRAY_ENTRY},
+                           "columns": {"type": "object", "additionalProperties": _ARRAY_ENTRY},
+                           "indexes": {"type": "object", "additionalProperties": _FILE_ENTRY},
+                           "meta": _FILE_ENTRY}}},
+    },
+}
+
+
+def _check_manifest_schema(path: Path, manifest: dict[str, Any]) -> None:
+    import jsonschema
+
+    error = jsonschema.exceptions.best_match(_manifest_validator().iter_errors(manifest))
+    if error is not None:
+        where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in error.absolute_path)
+        raise StoreCorrupted(f"{path}/{MANIFEST}: manifest{where}: {error.message}; the manifest was edited or "
+                             f"damaged: restore it or rebuild the store (vidsearch index --rebuild)")
+    for segment in manifest["segments"]:
+        for name, entry in segment["arrays"].items():
+            if entry["shape"][:1] != [segment["rows"]]:
+                raise StoreCorrupted(f"{path}/{MANIFEST}: segment {segment['id']} has {segment['rows']} rows but "
+                                     f"its array {name} has shape {entry['shape']}; restore the manifest or rebuild")
+
+
+@functools.lru_cache(maxsize=1)
+def _manifest_validator() -> Any:
+    import jsonschema
+
+    return jsonschema.Draft202012Validator(MANIFEST_SCHEMA)
 
 
 _opened: weakref.WeakValueDictionary[tuple, _SegmentData] = weakref.WeakValueDictionary()
