@@ -440,6 +440,9 @@ def _index_summary(report: "IndexReport") -> str:
             f"{report.videos_failed_in_cache} failed in the cache")
     if report.version is None:
         return f"nothing new to index: {rest}; the store is unchanged ({report.seconds:.1f} s)"
+    if report.videos_added == 0:
+        return (f"nothing new to index: {rest}; their captions and categories updated, store version "
+                f"{report.version} ({report.seconds:.1f} s)")
     return (f"indexed {_count(report.videos_added, 'video')} ({_count(report.rows_added, 'row')}), {rest}; "
             f"store version {report.version} in {report.seconds:.1f} s")
 

@@ -215,3 +215,35 @@ def test_a_killed_rebuild_leaves_the_previous_version_and_no_files(library, tiny
     assert killed.returncode == 9, killed.stderr[-2000:]
     assert Store.open(tmp_path / "store", verify="full").version == 1
     assert sorted(p.name for p in (tmp_path / "store").iterdir()) == files
+
+
+def test_captions_added_to_an_indexed_store_reach_its_text_mode_and_category_filter(library, tiny_model, tmp_path):
+    """frames → index without captions → index --data: the store's captions and categories (what text mode, hybrid
+    search and the category filter read) become the manifest's, as the site's caption database does, without
+    --rebuild and without touching the vectors."""
+    from vidsearch.store.search import SearchOptions
+
+    root, manifest = library
+    records = load_manifest(manifest)
+    store_dir = tmp_path / "store"
+    index_cache(model=tiny_model, source=TINY, cache_dir=root / "cache", store_dir=store_dir)
+    before = Store.open(store_dir)
+    vectors = np.array(before.array("video_feature"))
+    assert all(info.category is None and info.captions == () for info in before.videos().values())
+    report = index_cache(model=tiny_model, source=TINY, cache_dir=root / "cache", store_dir=store_dir,
+                         records=records)
+    after = Store.open(store_dir)
+    assert report.videos_added == 0 and report.version == after.version == before.version + 1
+    assert {video_id: (info.category, list(info.captions)) for video_id, info in after.videos().items()} == \
+        {record.video_id: (record.category, list(record.captions)) for record in records}
+    np.testing.assert_array_equal(after.array("video_feature"), vectors)
+    searcher = open_searcher(store_dir)
+    word = records[0].captions[0].split()[-1]
+    matches = searcher.search(word, SearchOptions(k=10, mode="text")).text_matches
+    assert records[0].video_id in [match.video_id for match in matches]
+    category = records[0].category
+    hits = searcher.search("a shape", SearchOptions(k=10, category=category)).hits
+    assert hits and {hit.category for hit in hits} == {category}
+    again = index_cache(model=tiny_model, source=TINY, cache_dir=root / "cache", store_dir=store_dir, records=records)
+    assert again.version is None or again.version == after.version  # nothing changed: nothing published
+    assert Store.open(store_dir).version == after.version

@@ -38,7 +38,7 @@ from vidsearch.distributed import setup_distributed, shutdown_distributed
 from vidsearch.model.source import ModelSource
 from vidsearch.runtime.exported import ExportedModel
 from vidsearch.store import store as feature_store
-from vidsearch.store.store import RowMeta, Store, StoreNotFound
+from vidsearch.store.store import RowMeta, Store, StoreNotFound, VideoInfo
 from vidsearch.video.cache import FrameCache, VideoEntry, open_cache
 
 if TYPE_CHECKING:  # torch only for PyTorch models: an exported model (ExportedModel) indexes and searches without it
@@ -149,8 +149,24 @@ def index_cache(
             report = _rebuild(model, cache, store_dir, by_id, info, batch_size=batch_size, device=device)
     else:
         report = _add_missing(model, cache, store_dir, by_id, info, batch_size=batch_size, device=device)
+    report.version = describe_videos(store_dir, records) or report.version
     report.seconds = time.perf_counter() - started
     return report
+
+
+def describe_videos(store_dir: str | Path, records: Sequence[VideoRecord]) -> int | None:
+    """The captions and categories of `records` given to the videos already in the store (an index run with
+    `--data` after the videos were indexed without it, or with other captions): the store's text mode and category
+    filter then agree with the site's caption database. Returns the version published, None if nothing changed."""
+    if not records:
+        return None
+    infos = {record.video_id: VideoInfo(record.category, tuple(record.captions)) for record in records}
+    try:
+        before = feature_store.read_manifest(Path(store_dir))["version"]
+    except StoreNotFound:
+        return None
+    version = feature_store.set_videos(store_dir, infos)
+    return version if version != before else None
 
 
 @contextmanager

@@ -745,6 +745,39 @@ def compact(path: str | Path, *, force: bool = False, index_min_rows: int | None
         return _publish(directory, _compacted(directory, current, plan, index_min_rows))["version"]
 
 
+def set_videos(path: str | Path, videos: Mapping[str, VideoInfo]) -> int:
+    """Give videos the store holds this category and these captions (what search's category filter and text mode
+    read), rewriting only the small metadata files of the segments that hold them; vectors and rows are untouched.
+    Videos the store does not hold are ignored. Returns the published version (the same one when nothing changed)."""
+    with _writer(Path(path)) as (directory, current):
+        if current is None:
+            raise StoreNotFound(f"{directory} is not a feature store: nothing to describe")
+        segments = [_segment_with_videos(directory, segment, videos) for segment in current["segments"]]
+        if segments == current["segments"]:
+            return current["version"]
+        return _publish(directory, {**current, "segments": segments})["version"]
+
+
+def _segment_with_videos(directory: Path, segment: dict[str, Any], videos: Mapping[str, VideoInfo]) -> dict[str, Any]:
+    """`segment` with a new metadata file if any of its videos is described otherwise in `videos` (not published)."""
+    meta = json.loads((directory / segment["meta"]["file"]).read_bytes())
+    changed = False
+    # format 2 keeps a list of {"id", "category", "captions"}; format 1 a dict by id
+    described = meta["videos"] if isinstance(meta["videos"], list) else [
+        {"id": video_id, **info} for video_id, info in meta["videos"].items()]
+    for video in described:
+        wanted = videos.get(video["id"])
+        if wanted is not None and (video["category"], tuple(video["captions"])) != (wanted.category, wanted.captions):
+            video["category"], video["captions"] = wanted.category, list(wanted.captions)
+            changed = True
+    if not changed:
+        return segment
+    if not isinstance(meta["videos"], list):
+        meta["videos"] = {video.pop("id"): video for video in described}
+    stem = f"seg{segment['id']:06d}"
+    return {**segment, "meta": _write_json(directory, f"{stem}.meta", meta)}
+
+
 @contextmanager
 def _writer(directory: Path) -> Iterator[tuple[Path, dict[str, Any] | None]]:
     """Hold the store's write lock; clean what an interrupted writer left; yield the current manifest (or None)."""
