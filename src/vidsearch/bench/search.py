@@ -9,12 +9,12 @@ top candidates re-ranked exactly — and exact search below that size.
 Its recall@10 is measured against exact search on two query sets: vectors drawn from the data's own cluster centres
 (in-distribution: the figure a library of videos of a few kinds would see) and random directions unrelated to the
 clusters (a floor: their nearest rows are barely nearer than the rest, so no IVF setting finds them reliably).
-Baseline, in the same run at 10 k and interleaved query by query with ours: the seed's path — 77-token fp32 text
+Baseline, in the same run at 10 k and interleaved query by query with ours: the thesis' path — 77-token fp32 text
 encoding (`model.clip.encode_text` on the full context) and exact numpy search over arrays loaded from a pandas
 pickle (written here from this benchmark's own data; the only pickle). Both run with the same torch thread count
 and one BLAS thread (a second OpenBLAS thread busy-waits after each product and slows whatever runs next).
 Also measured: the opt-in bf16 query tower, its latency and its top-10 overlap with fp32 on the same queries.
-Summary ratio: seed p50 / vidsearch p50 at 10 k.
+Summary ratio: the thesis' path p50 / vidsearch p50 at 10 k.
 """
 
 from __future__ import annotations
@@ -138,7 +138,7 @@ def random_directions(count: int, *, seed: int) -> np.ndarray:
 
 
 class SeedPath:
-    """The seed's query path: 77-token fp32 encoding, exact numpy search over arrays read from a pandas pickle."""
+    """The thesis' query path: 77-token fp32 encoding, exact numpy search over arrays read from a pandas pickle."""
 
     def __init__(self, model: VideoTextModel, vectors: np.ndarray, workdir: Path):
         import pandas as pd
@@ -161,7 +161,7 @@ class SeedPath:
 
 def compare_with_seed(model: VideoTextModel, searcher: Searcher, vectors: np.ndarray, texts: list[str],
                       workdir: Path, threads: int) -> dict:
-    """Seed path and ours (exact) at the same store, interleaved query by query."""
+    """The thesis' path and ours (exact) at the same store, interleaved query by query."""
     seed = SeedPath(model, vectors, workdir)
     options = SearchOptions(k=10, index="exact")
     seed_ms, ours_ms = [], []
@@ -221,7 +221,7 @@ def run_size(rows: int, model: VideoTextModel, workdir: Path, args: argparse.Nam
 def run(args: argparse.Namespace) -> None:
     sizes = [int(s) for s in (args.sizes or ("1000,10000" if args.quick else "1000,10000,100000,1000000")).split(",")]
     if SEED_ROWS not in sizes:
-        raise SystemExit(f"--sizes must include {SEED_ROWS}: the seed's path is compared there")
+        raise SystemExit(f"--sizes must include {SEED_ROWS}: the thesis' path is compared there")
     args.queries = args.queries or (10 if args.quick else 100)
     args.recall_queries = min(args.recall_queries, 50) if args.quick else args.recall_queries
     torch.manual_seed(0)
@@ -232,7 +232,7 @@ def run(args: argparse.Namespace) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         records = {rows: run_size(rows, model, workdir, args, offset=10 * rows) for rows in sizes}
     seed = records[SEED_ROWS]["seed"]
-    summary("search", seed["seed"]["p50_ms"] / seed["ours"]["p50_ms"], baseline="seed path at 10k",
+    summary("search", seed["seed"]["p50_ms"] / seed["ours"]["p50_ms"], baseline="the thesis' path at 10k",
             seed_p50_ms=seed["seed"]["p50_ms"], vidsearch_p50_ms_10k=seed["ours"]["p50_ms"],
             p50_ms={f"{rows}/{index}": records[rows][index]["p50_ms"]
                     for rows in sizes for index in ("exact", "faiss")},

@@ -1,15 +1,15 @@
-"""The seed's table 3.2: save + load + use 10 000 × (text 1×512 + video 12×512) float32 features, five ways.
+"""The thesis' table 3.2: save + load + use 10 000 × (text 1×512 + video 12×512) float32 features, five ways.
 
-Workload per method (seed §3.4.3): save everything once, load it, turn it back into torch tensors, then use them:
-the seed's slice and indexing, and one exact search of one text feature against every video frame vector, so every
+Workload per method (the thesis §3.4.3): save everything once, load it, turn it back into torch tensors, then use them:
+the thesis' slice and indexing, and one exact search of one text feature against every video frame vector, so every
 byte is read (a memory-mapped store that only touched a few pages would otherwise look free). Load + use is timed
 twice: cold, after the files' pages were dropped from the page cache (`posix_fadvise(DONTNEED)` after an fsync: no
-root needed; where the OS ignores it the figure is a warm one), then hot, right after. Methods: the seed's four (1: pickle of torch tensors;
+root needed; where the OS ignores it the figure is a warm one), then hot, right after. Methods: the thesis' four (1: pickle of torch tensors;
 2: torch → numpy, pickled; 3: a pandas DataFrame of torch tensors, pickled; 4: a DataFrame of numpy arrays,
-pickled — the seed's choice) and vidsearch's feature store (durable: hashed, fsynced, atomically published; memory-mapped on load).
+pickled — the thesis' choice) and vidsearch's feature store (durable: hashed, fsynced, atomically published; memory-mapped on load).
 The pickle files exist only here, written and read back by this benchmark from data it generated itself.
 Method 3 runs in a child process under an address-space limit: each row's tensor is a view of one shared storage,
-and pickling a view writes the whole storage, so the file grows as rows × storage (the seed saw MemoryError).
+and pickling a view writes the whole storage, so the file grows as rows × storage (the thesis saw MemoryError).
 """
 
 from __future__ import annotations
@@ -43,14 +43,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def make_features(rows: int) -> dict[str, Any]:
-    """The seed's simulated data: video_id numpy int [N]; text_feature [N, 1, 512], video_feature [N, 12, 512]."""
+    """The thesis' simulated data: video_id numpy int [N]; text_feature [N, 1, 512], video_feature [N, 12, 512]."""
     generator = torch.Generator().manual_seed(0)
     return {"video_id": np.arange(rows), "text_feature": torch.rand(rows, 1, DIM, generator=generator),
             "video_feature": torch.rand(rows, FRAMES, DIM, generator=generator)}
 
 
 def use(video_id: Any, text: torch.Tensor, video: torch.Tensor) -> float:
-    """The seed's slice and two indexings, then an exact search: the best score of one text feature over all frames."""
+    """The thesis' slice and two indexings, then an exact search: the best score of one text feature over all frames."""
     query = text[int(video_id[7])][0]
     window = video[10:20]
     return float(torch.dot(window[3, 0], query)) + float((video.reshape(-1, video.shape[-1]) @ query).max())

@@ -1,6 +1,6 @@
 """Training and evaluation batches from the keyframe cache and the data manifest.
 
-Frame positions (seed §3.3): a video's cached keyframes are in time order. Training takes T of them at random
+Frame positions (the thesis §3.3): a video's cached keyframes are in time order. Training takes T of them at random
 positions, kept in time order; evaluation takes T evenly spaced ones. A video with fewer than T keyframes is padded
 by repeating its last frame (AIM's temporal attention has no mask, so padding must look like video, not zeros) and
 the mask marks the real frames, a prefix, for mean pooling.

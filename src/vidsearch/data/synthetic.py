@@ -1,4 +1,4 @@
-"""The moving-shapes library: a captioned video library a model can learn from scratch (DESIGN.md, "Synthetic library").
+"""The moving-shapes library: a captioned video library a model can learn from scratch (docs/architecture.md, "The synthetic library").
 
 Each clip shows one coloured shape moving in a straight line (left, right, up or down) over a dark, lightly textured
 background that does not change over time. Every clip has a time-reversed twin: the same frames in reverse order,

@@ -94,7 +94,7 @@ class Evaluation:
                 **{kind: {d: m.as_dict() for d, m in rows.items()} for kind, rows in self.results.items()}}
 
     def table(self, *, label: str = "model", dsl: bool = False) -> str:
-        """The seed's table (§3.5): one table per direction, a raw row and, with `dsl`, a DSL row."""
+        """The thesis' table (§3.5): one table per direction, a raw row and, with `dsl`, a DSL row."""
         parts = []
         for direction, title in DIRECTIONS.items():
             rows = {f"{label} (raw)": self.results["raw"][direction]}

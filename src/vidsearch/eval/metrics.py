@@ -111,7 +111,7 @@ def retrieval_metrics(sim: np.ndarray, caption_video: np.ndarray, *,
 
 
 def format_table(rows: dict[str, RetrievalMetrics], *, label: str = "model") -> str:
-    """A Markdown table in the seed's layout (§3.5): label | R@1↑ | R@5↑ | R@10↑ | MdR↓ | MnR↓."""
+    """A Markdown table in the thesis' layout (§3.5): label | R@1↑ | R@5↑ | R@10↑ | MdR↓ | MnR↓."""
     lines = [f"| {label} | R@1↑ | R@5↑ | R@10↑ | MdR↓ | MnR↓ |", "|---|---|---|---|---|---|"]
     for name, m in rows.items():
         mdr = f"{m.mdr:.0f}" if float(m.mdr).is_integer() else f"{m.mdr:.1f}"

@@ -1,4 +1,4 @@
-"""AIM adapters (Yang et al., "AIM: Adapting Image Models for Efficient Video Action Recognition"; seed §3.2.4).
+"""AIM adapters (Yang et al., "AIM: Adapting Image Models for Efficient Video Action Recognition"; the thesis §3.2.4).
 
 Each residual attention block of the frozen image tower gets three small bottleneck MLPs:
 

@@ -3,7 +3,7 @@
 A query is encoded by a text encoder passed in (anything with `encode(list[str]) -> [N, D]` float32 L2-normalised
 and a `fingerprint`), through an LRU cache keyed by the query text; the vector's top rows (segment by segment,
 exactly or through the store's persisted FAISS indexes, see `index.py`) are grouped by video, best moment first.
-Hybrid mode also matches the query as a case-insensitive substring of the videos' captions (the seed's text-match
+Hybrid mode also matches the query as a case-insensitive substring of the videos' captions (the thesis' text-match
 mode) and can fuse both rankings by reciprocal rank fusion.
 """
 

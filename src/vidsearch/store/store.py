@@ -1,6 +1,6 @@
 """The feature store: named arrays plus per-row metadata, versioned, published by an atomic rename of its manifest.
 
-The seed's "tensor database" (§3.4) without pickle. One directory per store:
+The thesis' "tensor database" (§3.4) without pickle. One directory per store:
 
     manifest.json                               the published version; readers start from it and nothing else
     .lock                                       writers hold an exclusive flock on it: one writer at a time
@@ -480,7 +480,7 @@ class Store:
         return self._arrays[name]
 
     def load(self) -> dict[str, np.ndarray]:
-        """All arrays by name (the seed's `load`)."""
+        """All arrays by name (the thesis' `load`)."""
         return {name: self.array(name) for name in self.names}
 
     @property
@@ -860,7 +860,7 @@ def _write_segment(directory: Path, manifest: dict[str, Any], arrays: Mapping[st
 
 
 def _default_rows(arrays: Mapping[str, np.ndarray], first_row: int, count: int) -> list[RowMeta]:
-    """Rows named by the seed's `video_id` array when there is one, else by their row number."""
+    """Rows named by the thesis' `video_id` array when there is one, else by their row number."""
     ids = arrays["video_id"].reshape(count, -1)[:, 0] if "video_id" in arrays else range(first_row, first_row + count)
     return [RowMeta(str(video_id)) for video_id in ids]
 
@@ -994,9 +994,9 @@ def _collect_garbage(directory: Path, manifest: dict[str, Any]) -> None:
             path.unlink(missing_ok=True)
 
 
-# ---------------------------------------------------------------------------------------------- the seed's database
+# ---------------------------------------------------------------------------------------------- the thesis' database
 
-#: The seed's database kinds (table 3.1): database name suffix → the items a database of that kind holds.
+#: The thesis' database kinds (table 3.1): database name suffix → the items a database of that kind holds.
 SEED_KINDS: dict[str, tuple[str, ...]] = {
     "test_raw": ("video_id", "text_feature", "video_feature_raw"),
     "train_video_raw": ("video_id", "video_feature_raw"),
@@ -1007,7 +1007,7 @@ SEED_KINDS: dict[str, tuple[str, ...]] = {
 
 
 def database_name(dataset: str, kind: str) -> str:
-    """The seed's naming rule: dataset name + kind, e.g. `msrvtt_test_raw`."""
+    """The thesis' naming rule: dataset name + kind, e.g. `msrvtt_test_raw`."""
     if kind not in SEED_KINDS:
         raise ValueError(f"kind {kind!r}: one of {sorted(SEED_KINDS)}")
     return f"{dataset}_{kind}"
@@ -1015,7 +1015,7 @@ def database_name(dataset: str, kind: str) -> str:
 
 @dataclass
 class FeatureDatabase:
-    """Several named stores under one root directory: the seed's `store(name, arrays)` / `load(name)`."""
+    """Several named stores under one root directory: the thesis' `store(name, arrays)` / `load(name)`."""
 
     root: Path
     verify: Verify = "auto"
@@ -1035,7 +1035,7 @@ class FeatureDatabase:
 
     def store(self, name: str, arrays: Mapping[str, np.ndarray], *, fingerprint: str = "",
               rows: Sequence[RowMeta] | None = None) -> int:
-        """Save `arrays` as database `name` (replacing its content); names of the seed's kinds need its items."""
+        """Save `arrays` as database `name` (replacing its content); names of the thesis' kinds need its items."""
         _check_seed_items(name, arrays)
         return write(self.path(name), arrays, fingerprint=fingerprint, rows=rows)
 
@@ -1056,6 +1056,6 @@ def _check_seed_items(name: str, arrays: Mapping[str, np.ndarray]) -> None:
         if name.endswith(f"_{kind}"):
             missing = set(items) - set(arrays)
             if missing:
-                raise ValueError(f"database {name!r} is of the seed's kind {kind!r}: it needs {items}, "
+                raise ValueError(f"database {name!r} is of the thesis' kind {kind!r}: it needs {items}, "
                                  f"missing {sorted(missing)}")
             return

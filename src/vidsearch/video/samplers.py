@@ -1,11 +1,11 @@
-"""Keyframe samplers (seed §3.3, REFERENCE.md 'Keyframes and caching'): which frames of a video become keyframes.
+"""Keyframe samplers (the thesis §3.3, REFERENCE.md 'Keyframes and caching'): which frames of a video become keyframes.
 
 Samplers are plain functions with keyword-only parameters that return frame indices in time order. They work on
 what is cheap to know before decoding pixels (timestamps from a demux-only pass) or on scores from one pass over
 small luma frames, so that the frames themselves are decoded and converted once, and only the chosen ones.
 
 - `uniform`: the first frame of every 1/`fps` seconds; more than `num_frames` of those → `num_frames` evenly spaced
-  (the seed's test-time choice); fewer → all of them (the loader pads).
+  (the thesis' test-time choice); fewer → all of them (the loader pads).
 - `maxdiff`: the `num_frames` frames that differ most from their predecessor, back in time order. The difference
   (`maxdiff_scores`) is the sum of absolute differences between consecutive frames after a centre square crop and a
   Gaussian blur, on luma (brightness), which carries the picture's changes at a third of the cost of RGB.

@@ -24,7 +24,7 @@ class SearchForm(forms.Form):
 
     # lengths count the text as sent (stripped afterwards), as the OpenAPI description says
     q = forms.CharField(required=False, strip=False, max_length=settings.VIDSEARCH_MAX_QUERY_CHARS)
-    text = forms.CharField(required=False, max_length=8)  # the seed's text-match mode, a switch
+    text = forms.CharField(required=False, max_length=8)  # the thesis' text-match mode, a switch
     k = forms.IntegerField(required=False, min_value=1, max_value=settings.VIDSEARCH_MAX_K)
     threshold = forms.FloatField(required=False, min_value=-1.0, max_value=1.0)
     category = forms.CharField(required=False, strip=False, max_length=100)

@@ -1,7 +1,7 @@
-"""The seed's caption database (§4.3.3, E-R diagram 4.5) and the upload jobs.
+"""The thesis' caption database (§4.3.3, E-R diagram 4.5) and the upload jobs.
 
 `Category` (id, name, number of videos) 1—n `VideoClip` (video id, category, sentences joined by newlines), as the
-seed stored MSR-VTT's descriptions for its text-match mode. `UploadJob` follows one uploaded video through its check,
+the thesis stored MSR-VTT's descriptions for its text-match mode. `UploadJob` follows one uploaded video through its check,
 keyframes and indexing.
 """
 

@@ -59,7 +59,7 @@ def search_videos(*, query: str, k: int, mode: SearchMode = "vector", threshold:
 
 
 def caption_matches(*, query: str, limit: int) -> CaptionMatches:
-    """The seed's text match: videos with a caption containing the query, ignoring case (`sentences ILIKE %q%`)."""
+    """The thesis' text match: videos with a caption containing the query, ignoring case (`sentences ILIKE %q%`)."""
     clips = VideoClip.objects.filter(sentences__icontains=query.strip()).select_related("category")
     needle = query.strip().casefold()
     matches = [CaptionMatch(clip.video_id, _first_containing(clip.captions, needle),

@@ -87,7 +87,7 @@ def _merge_by_video(records: Iterable[VideoRecord]) -> dict[str, tuple[str | Non
 
 
 def recount_categories() -> None:
-    """Category.video_count from the clips (the seed keeps the count in the table)."""
+    """Category.video_count from the clips (the thesis keeps the count in the table)."""
     counts = dict(VideoClip.objects.values_list("category").annotate(n=Count("video_id")))
     categories = list(Category.objects.all())
     for category in categories:

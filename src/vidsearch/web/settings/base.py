@@ -1,7 +1,7 @@
 """Settings shared by every environment.
 
 The site reads one feature store, named by the environment variable VIDSEARCH_STORE; its SQLite database (the
-seed's caption database, users, upload jobs) lives inside that store as `site.sqlite3` unless VIDSEARCH_DB names
+thesis' caption database, users, upload jobs) lives inside that store as `site.sqlite3` unless VIDSEARCH_DB names
 another file. Uploaded videos go to `uploads/` inside the store unless VIDSEARCH_UPLOADS names another directory.
 VIDSEARCH_UPLOADS_PER_USER (default 2) is how many unfinished uploads one user may have.
 """
