@@ -516,13 +516,26 @@ def _listen_error(host: str, port: int, error: OSError) -> UserError:
 
 
 def _format_hits(result) -> str:
+    """The text the terminal shows: caption matches in text mode; in hybrid mode the fused score that orders the
+    hits comes first and the best moment's cosine beside it."""
     took_ms = sum(result.timings_ms.values())
-    lines = [f"{_count(len(result.hits), 'video')} for {result.query!r} ({result.index}, {took_ms:.1f} ms)"]
+    if result.mode == "text":
+        lines = [f"{_count(len(result.text_matches), 'video')} for {result.query!r} (caption text, {took_ms:.1f} ms)"]
+        for rank, match in enumerate(result.text_matches, 1):
+            lines.append(f"{rank:3d}. {match.video_id}" + (f"  [{match.category}]" if match.category else "")
+                         + f"  {_count(len(match.captions), 'caption')}: {match.captions[0]!r}")
+        return "\n".join(lines)
+    fused = result.mode == "hybrid" and any(hit.fused_score is not None for hit in result.hits)
+    lines = [f"{_count(len(result.hits), 'video')} for {result.query!r} ({result.index}, {took_ms:.1f} ms)"
+             + ("; fused rank score, then cosine" if fused else "")]
     for rank, hit in enumerate(result.hits, 1):
         moment = hit.moments[0] if hit.moments else None
         span = f" {moment.start:.1f}–{moment.end:.1f} s" if moment and moment.start is not None else ""
         score = f"{hit.score:.3f}" if hit.score is not None else "  -  "
-        lines.append(f"{rank:3d}. {score}  {hit.video_id}{span}" + (f"  [{hit.category}]" if hit.category else ""))
+        if fused:
+            score = f"{hit.fused_score:.4f}  cos {score}"
+        marks = (f"  [{hit.category}]" if hit.category else "") + ("  caption match" if hit.text_match else "")
+        lines.append(f"{rank:3d}. {score}  {hit.video_id}{span}{marks}")
     return "\n".join(lines)
 
 
