@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -301,3 +302,46 @@ def test_help_shows_the_defaults(command, shown, hidden, capsys):
         assert part in text, text
     for part in hidden:
         assert part not in text, text
+
+
+# --- 15.11: a model of the synthetic library meets other footage --------------------------------------------------
+
+
+def _cache_with_ids(root: Path, ids: list[str]) -> Path:
+    """`vidsearch synth` of len(ids) videos renamed to `ids`, then `vidsearch frames` into root/cache."""
+    assert main(["synth", "--out", str(root / "lib"), "--videos", str(len(ids)), "--size", "48", "--seconds",
+                 "2"]) == 0
+    for path, name in zip(sorted((root / "lib" / "videos").glob("*.mp4")), ids):
+        path.rename(path.with_name(f"{name}.mp4"))
+    assert main(["frames", str(root / "lib" / "videos"), "--out", str(root / "cache"), "--frames", "2", "--size",
+                 "48", "--workers", "1"]) == 0
+    return root / "cache"
+
+
+@pytest.mark.parametrize("ids, warned", [(["holiday", "syn00000b"], True), (["syn00000a", "syn00000b"], False)])
+def test_the_shipped_checkpoint_warns_when_it_indexes_footage_not_from_the_synthetic_library(tmp_path, capsys, ids,
+                                                                                             warned):
+    from vidsearch.demo import SHIPPED_CHECKPOINT
+
+    cache = _cache_with_ids(tmp_path, ids)
+    capsys.readouterr()
+    assert main(["index", "--checkpoint", str(SHIPPED_CHECKPOINT), "--frames", str(cache), "--store",
+                 str(tmp_path / "store")]) == 0
+    err = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    expected = [f"vidsearch index: warning: the model {SHIPPED_CHECKPOINT} was trained on the synthetic moving-shapes "
+                "library only, but the cache has 1 other video(s) (holiday): search results for them will be "
+                "meaningless; index them with CLIP weights (--weights, --pretrained) or a checkpoint trained on "
+                "footage like them"]
+    assert err == (expected if warned else []), err
+
+
+def test_training_records_when_its_data_was_the_synthetic_library(tmp_path):
+    from vidsearch.data.manifest import VideoRecord, load_manifest
+    from vidsearch.data.synthetic import generate_library
+    from vidsearch.train.run import _training_library
+
+    records = load_manifest(generate_library(tmp_path, videos=2, size=16, seconds=1.0))
+    assert _training_library(records) == {"training_library": "synthetic"}
+    own = VideoRecord(video_id="holiday", source="videos/holiday.mp4", split="train", captions=("a red ball moves up",))
+    renamed = dataclasses.replace(records[0], video_id="syn00009a", captions=("my cat sleeps",))
+    assert _training_library([*records, own]) == {} and _training_library([*records, renamed]) == {}

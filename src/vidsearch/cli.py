@@ -395,6 +395,8 @@ def _index_run(args: argparse.Namespace) -> int:
         raise UserError(str(error)) from None
     except OSError as error:
         return _disk_full(error, "index")
+    for warning in report.warnings:
+        print(f"vidsearch index: warning: {warning}", file=sys.stderr)
     print(_index_summary(report))
     if captions:
         print(captions)

@@ -36,7 +36,9 @@ from tqdm import tqdm
 
 from vidsearch.data.loader import frame_positions
 from vidsearch.data.manifest import VideoRecord
+from vidsearch.data.synthetic import SYNTHETIC_LIBRARY, is_synthetic_id
 from vidsearch.distributed import setup_distributed, shutdown_distributed
+from vidsearch.model.checkpoint import read_checkpoint_config
 from vidsearch.model.source import ModelSource
 from vidsearch.model.textquery import Precision, QueryTextTower, supports
 from vidsearch.model.videoclip import VideoTextModel
@@ -70,6 +72,7 @@ class IndexReport:
     version: int | None = None
     seconds: float = 0.0
     failed: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # one line each: `vidsearch index` prints them to stderr
 
 
 class ModelQueryEncoder:
@@ -138,6 +141,7 @@ def index_cache(
             report = _rebuild(model, cache, store_dir, by_id, info, batch_size=batch_size, device=device)
     else:
         report = _add_missing(model, cache, store_dir, by_id, info, batch_size=batch_size, device=device)
+    report.warnings += domain_warnings(source, cache)
     report.seconds = time.perf_counter() - started
     return report
 
@@ -222,6 +226,22 @@ def _plan(cache: FrameCache, store_dir: str | Path, fingerprint: str, *,
     return todo, report
 
 
+def domain_warnings(source: ModelSource, cache: FrameCache) -> list[str]:
+    """A model that learnt from the synthetic library only, indexing other footage: its results there mean nothing."""
+    if source.checkpoint is None:
+        return []
+    extra = read_checkpoint_config(source.checkpoint).get("extra") or {}
+    if extra.get("training_library") != SYNTHETIC_LIBRARY:
+        return []
+    foreign = [entry.id for entry in cache.ok() if not is_synthetic_id(entry.id)]
+    if not foreign:
+        return []
+    examples = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+    return [f"the model {source.checkpoint} was trained on the synthetic moving-shapes library only, but the cache "
+            f"has {len(foreign)} other video(s) ({examples}): search results for them will be meaningless; index "
+            f"them with CLIP weights (--weights, --pretrained) or a checkpoint trained on footage like them"]
+
+
 def _store_info(source: ModelSource, cache_dir: str | Path) -> dict:
     return {"model": source.absolute().to_dict(), "frames": str(Path(cache_dir).resolve())}
 
@@ -283,6 +303,8 @@ def index_cache_sharded(
         if rank == 0 and specs:
             _publish_ranks(report, features, _rows_of_specs(cache, specs, records), store_dir, rebuild=rebuild,
                            fingerprint=model.fingerprint, info=_store_info(source, cache_dir))
+        if rank == 0:
+            report.warnings += domain_warnings(source, cache)
     shutdown_distributed()
     report.seconds = time.perf_counter() - started
     return report
@@ -395,6 +417,8 @@ def index_into(task: dict) -> dict:
     records = [VideoRecord(**record) for record in task.get("records", [])]
     report = index_cache(model=_loaded(source), source=source, cache_dir=info["frames"], store_dir=store_dir,
                          records=records)
+    for warning in report.warnings:
+        log.warning("%s", warning)
     return {"videos_added": report.videos_added, "version": report.version}
 
 
