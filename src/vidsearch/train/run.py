@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 from pathlib import Path
 
 import torch
@@ -122,7 +123,13 @@ def _run(request: RunRequest, out: Path, *, resume: bool, max_steps: int | None,
              source.steps_per_epoch, len(val_videos) if val_videos is not None else "no")
     return train(model, source, request.train, out, validate=validate if val_videos else None, max_steps=max_steps,
                  resume=resume, device=device, rank=rank, world=world,
-                 extra={"init": request.init, "data": request.data, **_training_library(records)})
+                 extra={"init": relative_to_run(request.init, out), "data": relative_to_run(request.data, out),
+                        **_training_library(records)})
+
+
+def relative_to_run(path: str | None, run_dir: Path) -> str | None:
+    """A path as seen from the run directory: a checkpoint then names no directory of the machine it was made on."""
+    return None if path is None else os.path.relpath(Path(path).resolve(), run_dir.resolve())
 
 
 def _training_library(records) -> dict[str, str]:
