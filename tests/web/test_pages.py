@@ -123,3 +123,50 @@ def test_a_missing_store_answers_503(client, db, settings):
     settings.VIDSEARCH_STORE = None
     page = client.get("/", {"q": "a circle"})
     assert page.status_code == 503 and "no store configured" in page.content.decode()
+
+
+# --- 15.8 / 15.9: error pages in the site's own template, JSON under /api/; the login page's command ---------------
+
+
+@pytest.mark.parametrize("path, message", [("/nonsense/", "there is no page at this address"),
+                                           ("/videos/nope/", "no such video")])
+def test_a_missing_page_is_the_sites_page_with_its_search_box(client, site, path, message):
+    page = client.get(path)
+    html = page.content.decode()
+    assert page.status_code == 404 and page["Content-Type"].startswith("text/html"), html
+    assert "<title>404 · vidsearch</title>" in html and 'id="search-form"' in html, html
+    assert f'<p class="notice error">{message}</p>' in html, html
+
+
+@pytest.mark.parametrize("path", ["/api/nonsense", "/api/videos/", "/api/search/extra"])
+def test_an_unknown_api_address_answers_json(client, site, path):
+    response = client.get(path)
+    assert (response.status_code, response["Content-Type"]) == (404, "application/json"), response.content
+    assert response.json() == {"error": "there is no page at this address"}
+
+
+def test_a_failing_page_is_the_sites_500_page_and_a_failing_api_call_json(client, site, monkeypatch, some_video):
+    from vidsearch.web.library import selectors
+
+    def broken(**kwargs):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(selectors, "video_detail", broken)
+    client.raise_request_exception = False
+    page = client.get(reverse("player", args=[some_video]))
+    html = page.content.decode()
+    assert page.status_code == 500 and 'id="search-form"' in html and "disk on fire" not in html, html
+    assert '<p class="notice error">something went wrong on the server; it has been logged</p>' in html, html
+    response = client.get(reverse("api-video", args=[some_video]))
+    assert (response.status_code, response.json()) == (
+        500, {"error": "something went wrong on the server; it has been logged"}), response.content
+
+
+def test_the_login_page_names_this_servers_python_and_store_in_its_createsuperuser_command(client, db, settings,
+                                                                                             tmp_path):
+    import sys
+
+    settings.VIDSEARCH_STORE = tmp_path / "my store"
+    html = client.get(reverse("login")).content.decode()
+    assert f"<code>{sys.executable} -m vidsearch.web.manage --store &#x27;{tmp_path}/my store&#x27; " \
+           "createsuperuser</code>" in html, html
