@@ -406,6 +406,10 @@ def _index_run(args: argparse.Namespace) -> int:
 def _index_summary(report: "IndexReport") -> str:
     rest = (f"{_count(report.videos_skipped, 'video')} already in the store, "
             f"{report.videos_failed_in_cache} failed in the cache")
+    if report.duplicates:
+        pairs = ", ".join(f"{copy} = {original}" for copy, original in sorted(report.duplicates.items())[:3])
+        pairs += ", ..." if len(report.duplicates) > 3 else ""
+        rest += f", {_count(len(report.duplicates), 'duplicate')} skipped ({pairs})"
     if report.version is None:
         return f"nothing new to index: {rest}; the store is unchanged ({report.seconds:.1f} s)"
     return (f"indexed {_count(report.videos_added, 'video')} ({_count(report.rows_added, 'row')}), {rest}; "

@@ -73,6 +73,7 @@ class IndexReport:
     seconds: float = 0.0
     failed: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # one line each: `vidsearch index` prints them to stderr
+    duplicates: dict[str, str] = field(default_factory=dict)  # cached videos not indexed → the same bytes' id
 
 
 class ModelQueryEncoder:
@@ -218,7 +219,9 @@ def _plan(cache: FrameCache, store_dir: str | Path, fingerprint: str, *,
     present = set() if rebuild else _videos_in_store(store_dir, fingerprint)
     todo, skipped = [], 0
     for entry in cache.ok():
-        if entry.id in present:
+        if entry.duplicate_of is not None:
+            report.duplicates[entry.id] = entry.duplicate_of
+        elif entry.id in present:
             skipped += 1
         else:
             todo.append(entry)
