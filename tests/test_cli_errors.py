@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -16,6 +17,7 @@ import pytest
 import vidsearch
 from vidsearch.cli import _count, _format_hits, _index_summary, main
 from vidsearch.store.indexer import IndexReport
+from vidsearch.store.search import Moment, SearchResult, TextMatch, VideoHit
 
 SRC = str(Path(vidsearch.__file__).parents[1])
 
@@ -81,8 +83,9 @@ def test_search_into_a_closed_pipe_ends_quietly(tmp_path):
     """`vidsearch search ... | head`: the reader goes away; no BrokenPipeError traceback, SIGPIPE's status."""
     child = textwrap.dedent("""
         import sys, types
-        hit = types.SimpleNamespace(moments=[], score=0.5, video_id="clip", category=None)
-        result = types.SimpleNamespace(hits=[hit] * 5000, query="q", index="flat", timings_ms={"search": 1.0})
+        hit = types.SimpleNamespace(moments=[], score=0.5, video_id="clip", category=None, text_match=False)
+        result = types.SimpleNamespace(mode="vector", hits=[hit] * 5000, query="q", index="flat",
+                                       timings_ms={"search": 1.0})
         indexer = types.ModuleType("vidsearch.store.indexer")  # a stand-in: no model, no torch to import
         indexer.open_searcher = lambda store: types.SimpleNamespace(search=lambda query, options: result)
         sys.modules["vidsearch.store.indexer"] = indexer
@@ -200,12 +203,52 @@ def test_index_summary_counts_in_words_and_says_when_nothing_changed():
     assert [_count(n, "video") for n in (0, 1, 2)] == ["0 videos", "1 video", "2 videos"]
 
 
-def test_search_output_counts_one_video_in_the_singular():
-    import types
+def _hit(video_id: str, score: float, fused: float | None = None, text_match: bool = False) -> VideoHit:
+    return VideoHit(video_id, score, "ball", None, [Moment(0.0, 2.0, score, None)], 1, text_match, fused)
 
-    hit = types.SimpleNamespace(moments=[], score=0.5, video_id="clip", category=None)
-    result = types.SimpleNamespace(hits=[hit], query="a dog", index="flat", timings_ms={"search": 1.0})
+
+def test_search_output_counts_one_video_in_the_singular():
+    result = SearchResult("a dog", "vector", [_hit("clip", 0.5)], [], 1, "flat", False, {"search": 1.0})
     assert _format_hits(result).splitlines()[0] == "1 video for 'a dog' (flat, 1.0 ms)"
+
+
+# --- 15.2: text mode prints its matches, hybrid the fused score that orders the hits ---------------------------------
+
+
+def test_text_mode_prints_the_caption_matches():
+    matches = [TextMatch("syn001a", "ball", ["a red ball rolls", "a red ball"]), TextMatch("syn002b", None, ["red"])]
+    result = SearchResult("red", "text", [], matches, 1, None, False, {"text": 0.5})
+    assert _format_hits(result).splitlines() == [
+        "2 videos for 'red' (caption text, 0.5 ms)",
+        "  1. syn001a  [ball]  2 captions: 'a red ball rolls'",
+        "  2. syn002b  1 caption: 'red'",
+    ]
+
+
+def test_hybrid_mode_prints_the_fused_score_that_orders_the_hits_and_the_cosine_beside_it():
+    hits = [_hit("only-text", 0.1, fused=1 / 61, text_match=True), _hit("both", 0.3, fused=1 / 62, text_match=True),
+            _hit("vector", 0.4, fused=1 / 63)]
+    result = SearchResult("red", "hybrid", hits, [], 1, "exact", False, {"total": 2.0})
+    assert _format_hits(result).splitlines() == [
+        "3 videos for 'red' (exact, 2.0 ms); fused rank score, then cosine",
+        "  1. 0.0164  cos 0.100  only-text 0.0–2.0 s  [ball]  caption match",
+        "  2. 0.0161  cos 0.300  both 0.0–2.0 s  [ball]  caption match",
+        "  3. 0.0159  cos 0.400  vector 0.0–2.0 s  [ball]",
+    ]
+
+
+def test_search_text_mode_prints_as_many_videos_as_its_json(tmp_path, capsys, make_keyframe_library):
+    root = make_keyframe_library(tmp_path, videos=4, size=32, seconds=2.0, frames=2)
+    store = str(root / "store")
+    assert main(["index", "--random-weights", "--model", "vidsearch-tiny", "--frames", str(root / "cache"),
+                 "--store", store, "--data", str(root / "lib" / "manifest.jsonl")]) == 0
+    capsys.readouterr()
+    assert main(["search", "a", "--store", store, "--mode", "text", "--json"]) == 0
+    matches = json.loads(capsys.readouterr().out)["text_matches"]
+    assert main(["search", "a", "--store", store, "--mode", "text"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(matches) == 4 and lines[0].startswith("4 videos for 'a' (caption text, "), lines
+    assert [line.split()[1] for line in lines[1:]] == [match["video_id"] for match in matches], lines
 
 
 def test_a_second_index_with_nothing_new_prints_no_progress_bar_and_no_version_none(tmp_path, capsys,
@@ -259,3 +302,46 @@ def test_help_shows_the_defaults(command, shown, hidden, capsys):
         assert part in text, text
     for part in hidden:
         assert part not in text, text
+
+
+# --- 15.11: a model of the synthetic library meets other footage --------------------------------------------------
+
+
+def _cache_with_ids(root: Path, ids: list[str]) -> Path:
+    """`vidsearch synth` of len(ids) videos renamed to `ids`, then `vidsearch frames` into root/cache."""
+    assert main(["synth", "--out", str(root / "lib"), "--videos", str(len(ids)), "--size", "48", "--seconds",
+                 "2"]) == 0
+    for path, name in zip(sorted((root / "lib" / "videos").glob("*.mp4")), ids):
+        path.rename(path.with_name(f"{name}.mp4"))
+    assert main(["frames", str(root / "lib" / "videos"), "--out", str(root / "cache"), "--frames", "2", "--size",
+                 "48", "--workers", "1"]) == 0
+    return root / "cache"
+
+
+@pytest.mark.parametrize("ids, warned", [(["holiday", "syn00000b"], True), (["syn00000a", "syn00000b"], False)])
+def test_the_shipped_checkpoint_warns_when_it_indexes_footage_not_from_the_synthetic_library(tmp_path, capsys, ids,
+                                                                                             warned):
+    from vidsearch.demo import SHIPPED_CHECKPOINT
+
+    cache = _cache_with_ids(tmp_path, ids)
+    capsys.readouterr()
+    assert main(["index", "--checkpoint", str(SHIPPED_CHECKPOINT), "--frames", str(cache), "--store",
+                 str(tmp_path / "store")]) == 0
+    err = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    expected = [f"vidsearch index: warning: the model {SHIPPED_CHECKPOINT} was trained on the synthetic moving-shapes "
+                "library only, but the cache has 1 other video(s) (holiday): search results for them will be "
+                "meaningless; index them with CLIP weights (--weights, --pretrained) or a checkpoint trained on "
+                "footage like them"]
+    assert err == (expected if warned else []), err
+
+
+def test_training_records_when_its_data_was_the_synthetic_library(tmp_path):
+    from vidsearch.data.manifest import VideoRecord, load_manifest
+    from vidsearch.data.synthetic import generate_library
+    from vidsearch.train.run import _training_library
+
+    records = load_manifest(generate_library(tmp_path, videos=2, size=16, seconds=1.0))
+    assert _training_library(records) == {"training_library": "synthetic"}
+    own = VideoRecord(video_id="holiday", source="videos/holiday.mp4", split="train", captions=("a red ball moves up",))
+    renamed = dataclasses.replace(records[0], video_id="syn00009a", captions=("my cat sleeps",))
+    assert _training_library([*records, own]) == {} and _training_library([*records, renamed]) == {}

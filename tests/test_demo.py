@@ -72,3 +72,14 @@ def test_retrain_runs_the_recipe_and_skips_finished_stages(tmp_path, monkeypatch
     assert "R@1" in printed and printed.count("demo: vidsearch ") == 5
     prepare_demo(workdir=tmp_path / "demo", videos=8, retrain=True)  # synth and both trainings are done: skipped
     assert capsys.readouterr().out.count("demo: vidsearch ") == 2  # frames (resumable) and evaluate run again
+
+
+def test_the_shipped_checkpoint_names_no_directory_of_the_machine_it_was_trained_on():
+    from vidsearch.model.checkpoint import read_checkpoint_config
+
+    extra = read_checkpoint_config(SHIPPED_CHECKPOINT)["extra"]
+    assert {key: extra[key] for key in ("init", "data")} == {"init": "../stc/epoch-18",
+                                                            "data": "../library/manifest.jsonl"}, extra
+    # The fingerprint (what stores are stamped with) covers the structure and weights, not `extra`: unchanged.
+    assert load_checkpoint(SHIPPED_CHECKPOINT).fingerprint == \
+        "8b03a39d5ae84ce1286e11fd3138458ac785f7a34f592d38834e508f5ae22989"

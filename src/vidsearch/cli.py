@@ -429,6 +429,8 @@ def _index_run(args: argparse.Namespace) -> int:
         raise UserError(str(error)) from None
     except OSError as error:
         return _disk_full(error, "index")
+    for warning in report.warnings:
+        print(f"vidsearch index: warning: {warning}", file=sys.stderr)
     print(_index_summary(report))
     if captions:
         print(captions)
@@ -438,6 +440,10 @@ def _index_run(args: argparse.Namespace) -> int:
 def _index_summary(report: "IndexReport") -> str:
     rest = (f"{_count(report.videos_skipped, 'video')} already in the store, "
             f"{report.videos_failed_in_cache} failed in the cache")
+    if report.duplicates:
+        pairs = ", ".join(f"{copy} = {original}" for copy, original in sorted(report.duplicates.items())[:3])
+        pairs += ", ..." if len(report.duplicates) > 3 else ""
+        rest += f", {_count(len(report.duplicates), 'duplicate')} skipped ({pairs})"
     if report.version is None:
         return f"nothing new to index: {rest}; the store is unchanged ({report.seconds:.1f} s)"
     if report.videos_added == 0:
@@ -606,13 +612,26 @@ def _listen_error(host: str, port: int, error: OSError) -> UserError:
 
 
 def _format_hits(result) -> str:
+    """The text the terminal shows: caption matches in text mode; in hybrid mode the fused score that orders the
+    hits comes first and the best moment's cosine beside it."""
     took_ms = sum(result.timings_ms.values())
-    lines = [f"{_count(len(result.hits), 'video')} for {result.query!r} ({result.index}, {took_ms:.1f} ms)"]
+    if result.mode == "text":
+        lines = [f"{_count(len(result.text_matches), 'video')} for {result.query!r} (caption text, {took_ms:.1f} ms)"]
+        for rank, match in enumerate(result.text_matches, 1):
+            lines.append(f"{rank:3d}. {match.video_id}" + (f"  [{match.category}]" if match.category else "")
+                         + f"  {_count(len(match.captions), 'caption')}: {match.captions[0]!r}")
+        return "\n".join(lines)
+    fused = result.mode == "hybrid" and any(hit.fused_score is not None for hit in result.hits)
+    lines = [f"{_count(len(result.hits), 'video')} for {result.query!r} ({result.index}, {took_ms:.1f} ms)"
+             + ("; fused rank score, then cosine" if fused else "")]
     for rank, hit in enumerate(result.hits, 1):
         moment = hit.moments[0] if hit.moments else None
         span = f" {moment.start:.1f}–{moment.end:.1f} s" if moment and moment.start is not None else ""
         score = f"{hit.score:.3f}" if hit.score is not None else "  -  "
-        lines.append(f"{rank:3d}. {score}  {hit.video_id}{span}" + (f"  [{hit.category}]" if hit.category else ""))
+        if fused:
+            score = f"{hit.fused_score:.4f}  cos {score}"
+        marks = (f"  [{hit.category}]" if hit.category else "") + ("  caption match" if hit.text_match else "")
+        lines.append(f"{rank:3d}. {score}  {hit.video_id}{span}{marks}")
     return "\n".join(lines)
 
 

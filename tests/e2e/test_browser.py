@@ -86,3 +86,32 @@ def columns(page) -> int:
     """Thumbnails in the first row of the results grid."""
     tops = page.eval_on_selector_all("article.card", "cards => cards.map(c => c.getBoundingClientRect().top)")
     return sum(1 for top in tops if abs(top - tops[0]) < 1)
+
+
+PLACEHOLDER_FITS = """(() => {
+  const input = document.querySelector('input[name=q]'), style = getComputedStyle(input);
+  const context = document.createElement('canvas').getContext('2d');
+  context.font = style.font;
+  const room = input.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+  return [context.measureText(input.placeholder).width, room];
+})()"""
+
+
+def test_a_phone_sees_titles_the_whole_header_and_moment_chips_big_enough_to_tap(browser, live_site, web_library,
+                                                                                  artifacts):
+    page = browser.new_page(viewport={"width": 390, "height": 844})
+    page.goto(f"{live_site}/?{urlencode({'q': web_library.records[0].captions[0], 'k': 8})}")
+    titles = page.eval_on_selector_all(".card .video-title", "links => links.map(a => [a.title, a.textContent])")
+    captions = {record.video_id: record.captions[0] for record in web_library.records}
+    assert titles and all(text == captions[video_id] for video_id, text in titles), titles
+    upload = page.locator(".account a", has_text="Upload")
+    assert upload.evaluate("a => a.getClientRects().length") == 1, "Upload wraps onto two lines"
+    brand, link = page.locator(".brand").bounding_box(), upload.bounding_box()
+    assert abs((link["y"] + link["height"] / 2) - (brand["y"] + brand["height"] / 2)) < 4, (brand, link)
+    text_width, room = page.evaluate(PLACEHOLDER_FITS)
+    assert text_width <= room, f"the placeholder needs {text_width:.0f} px, the box has {room:.0f}"
+    chips = page.eval_on_selector_all(".more-moments a", "links => links.map(a => { const box = "
+                                      "a.getBoundingClientRect(); return [box.width, box.height]; })")
+    assert chips and all(width >= 44 and height >= 44 for width, height in chips), chips
+    page.screenshot(path=str(artifacts / "results-390.png"), full_page=True)
+    page.close()

@@ -38,6 +38,9 @@ def test_train_then_evaluate_on_the_synthetic_library(library, capsys):
     assert _train(library, aim, "--mode", "aim", "--init", str(run / "best"), "--epochs", "1", "--steps", "1") == 0
     config = json.loads((aim / "state" / "config.json").read_text())
     assert config["model"]["adapters"] is not None and config["trained_groups"] == ["adapters", "head", "ln_post"]
+    # Paths as seen from the run directory, none of this machine's; the data was the synthetic library.
+    assert {key: config["extra"].get(key) for key in ("init", "data", "training_library")} == \
+        {"init": "../run/best", "data": "../lib/manifest.jsonl", "training_library": "synthetic"}, config["extra"]
     assert _train(library, aim, "--mode", "aim", "--init", str(run / "best"), "--epochs", "1", "--resume") == 0
     assert (aim / "epoch-1" / "config.json").is_file()
 

@@ -304,3 +304,48 @@ def test_keyframes_only_is_refused_with_the_maxdiff_sampler(videos, tmp_path):
     with pytest.raises(ValueError, match="uniform sampler only"):
         build_cache([videos["gop7"]], tmp_path / "kf", FrameConfig(sampler="maxdiff", keyframes_only=True))
     assert not (tmp_path / "kf").exists()
+
+
+# --- byte-identical files and colliding names -----------------------------------------------------------------------
+
+
+def test_byte_identical_files_are_reported_and_indexed_once_and_a_renamed_id_is_reported(videos, tmp_path, capsys):
+    from vidsearch.store.store import Store
+
+    library = tmp_path / "library"
+    (library / "sub").mkdir(parents=True)
+    for target in (library / "copy.mp4", library / "one.mp4", library / "sub" / "one.mp4"):
+        shutil.copyfile(videos["one"], target)
+    shutil.copyfile(videos["h264"], library / "h264.mp4")
+    assert main(["frames", str(library), "--out", str(tmp_path / "cache"), "--size", "32", "--workers", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("4 extracted (") and lines[1:] == [
+        "  duplicate one: the same bytes as copy; `vidsearch index` indexes copy only",
+        "  duplicate one-2: the same bytes as copy; `vidsearch index` indexes copy only",
+        f"  renamed {library / 'sub' / 'one.mp4'} to one-2: the id one is another file's",
+    ], lines
+    cache = open_cache(tmp_path / "cache")
+    assert {entry.id: entry.duplicate_of for entry in cache.ok()} == {"copy": None, "h264": None, "one": "copy",
+                                                                     "one-2": "copy"}
+    assert main(["index", "--random-weights", "--model", "vidsearch-tiny", "--frames", str(tmp_path / "cache"),
+                 "--store", str(tmp_path / "store")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("indexed 2 videos (2 rows), 0 videos already in the store, 0 failed in the cache, "
+                          "2 duplicates skipped (one = copy, one-2 = copy); store version "), out
+    assert sorted(Store.open(tmp_path / "store").videos()) == ["copy", "h264"]
+    # A later run with one more copy: the video already in the cache is the one kept.
+    shutil.copyfile(videos["one"], library / "again.mp4")
+    report = build_cache([library / "again.mp4"], tmp_path / "cache", FrameConfig(size=32), workers=1)
+    assert report.duplicates == {"again": "copy"} and open_cache(tmp_path / "cache").entry("again").duplicate_of == \
+        "copy"
+
+
+def test_a_cache_database_made_before_duplicates_were_recorded_is_read_then_given_the_column(videos, tmp_path):
+    build_cache([videos["one"]], tmp_path, FrameConfig(size=16), workers=1)
+    with sqlite3.connect(tmp_path / "videos.sqlite3") as db:
+        db.execute("ALTER TABLE videos DROP COLUMN duplicate_of")
+    assert open_cache(tmp_path).entry("one").duplicate_of is None
+    shutil.copyfile(videos["one"], tmp_path / "copy.mp4")
+    report = build_cache([videos["one"], tmp_path / "copy.mp4"], tmp_path, FrameConfig(size=16), workers=1)
+    assert (report.skipped, report.extracted, report.duplicates) == (["one"], ["copy"], {"copy": "one"})
+    assert [(e.id, e.duplicate_of) for e in open_cache(tmp_path).ok()] == [("copy", "one"), ("one", None)]

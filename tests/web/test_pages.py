@@ -97,14 +97,16 @@ def test_the_player_starts_at_the_moment_and_marks_it(client, site, some_video, 
     assert f'src="/media/{some_video}/video#t=2,4"' in html and 'data-start="2" data-end="4"' in html
     assert "Matching moment <strong>0:02–0:04</strong>" in html and " controls " in html
     assert 'href="/?q=a+circle&amp;k=20"' in html  # back to the same results
-    assert 'class="side"' not in html  # text match off: no captions
 
 
-def test_the_player_with_text_match_shows_category_and_all_captions(client, site, some_video, web_library):
+@pytest.mark.parametrize("text", ["1", None])
+def test_the_player_shows_category_and_all_captions_with_or_without_text_match(client, site, some_video, web_library,
+                                                                               text):
     record = next(r for r in web_library.records if r.video_id == some_video)
-    html = client.get(reverse("player", args=[some_video]), {"text": "1"}).content.decode()
+    html = client.get(reverse("player", args=[some_video]), {"text": text} if text else {}).content.decode()
     side = html[html.index('class="side"'):]
-    assert record.category in side and all(caption in side for caption in record.captions)
+    assert record.category in side and all(caption in side for caption in record.captions), html
+    assert f'<h1 title="{some_video}">{record.captions[0]}</h1>' in html, html
     assert "Matching moment" not in html and "← Home" in html
 
 
@@ -123,3 +125,70 @@ def test_a_missing_store_answers_503(client, db, settings):
     settings.VIDSEARCH_STORE = None
     page = client.get("/", {"q": "a circle"})
     assert page.status_code == 503 and "no store configured" in page.content.decode()
+
+
+# --- 15.8 / 15.9: error pages in the site's own template, JSON under /api/; the login page's command ---------------
+
+
+@pytest.mark.parametrize("path, message", [("/nonsense/", "there is no page at this address"),
+                                           ("/videos/nope/", "no such video")])
+def test_a_missing_page_is_the_sites_page_with_its_search_box(client, site, path, message):
+    page = client.get(path)
+    html = page.content.decode()
+    assert page.status_code == 404 and page["Content-Type"].startswith("text/html"), html
+    assert "<title>404 · vidsearch</title>" in html and 'id="search-form"' in html, html
+    assert f'<p class="notice error">{message}</p>' in html, html
+
+
+@pytest.mark.parametrize("path", ["/api/nonsense", "/api/videos/", "/api/search/extra"])
+def test_an_unknown_api_address_answers_json(client, site, path):
+    response = client.get(path)
+    assert (response.status_code, response["Content-Type"]) == (404, "application/json"), response.content
+    assert response.json() == {"error": "there is no page at this address"}
+
+
+def test_a_failing_page_is_the_sites_500_page_and_a_failing_api_call_json(client, site, monkeypatch, some_video):
+    from vidsearch.web.library import selectors
+
+    def broken(**kwargs):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(selectors, "video_detail", broken)
+    client.raise_request_exception = False
+    page = client.get(reverse("player", args=[some_video]))
+    html = page.content.decode()
+    assert page.status_code == 500 and 'id="search-form"' in html and "disk on fire" not in html, html
+    assert '<p class="notice error">something went wrong on the server; it has been logged</p>' in html, html
+    response = client.get(reverse("api-video", args=[some_video]))
+    assert (response.status_code, response.json()) == (
+        500, {"error": "something went wrong on the server; it has been logged"}), response.content
+
+
+def test_the_login_page_names_this_servers_python_and_store_in_its_createsuperuser_command(client, db, settings,
+                                                                                             tmp_path):
+    import sys
+
+    settings.VIDSEARCH_STORE = tmp_path / "my store"
+    html = client.get(reverse("login")).content.decode()
+    assert f"<code>{sys.executable} -m vidsearch.web.manage --store &#x27;{tmp_path}/my store&#x27; " \
+           "createsuperuser</code>" in html, html
+
+
+# --- 15.16: titles on cards and in the player, the full id on hover -------------------------------------------------
+
+
+def test_result_cards_are_titled_by_the_first_caption_with_the_full_id_on_hover(client, site, web_library):
+    first_caption = {record.video_id: record.captions[0] for record in web_library.records}
+    page = client.get("/", {"q": "a red circle moves left", "k": 5})
+    html = page.content.decode()
+    for hit in page.context["hits"]:
+        assert hit.title == first_caption[hit.video_id]
+        assert f'title="{hit.video_id}">{hit.title}</a>' in html, html
+
+
+def test_a_video_without_captions_is_titled_by_its_file_name(client, site, some_video):
+    from vidsearch.web.library import selectors
+
+    VideoClip.objects.filter(video_id=some_video).update(sentences="")
+    assert selectors.video_titles(video_ids=[some_video]) == {some_video: f"{some_video}.mp4"}
+    assert client.get("/api/videos/" + some_video).json()["title"] == f"{some_video}.mp4"

@@ -95,12 +95,13 @@ def test_an_upload_is_stored_under_a_new_name_ingested_and_searchable(client, up
     videos_before = len(Store.open(writable.store).videos())
     manifest_reads, open_cache = [], engine.open_cache
     monkeypatch.setattr(engine, "open_cache", lambda path: manifest_reads.append(path) or open_cache(path))
-    file = SimpleUploadedFile("../My Holiday.mp4", mp4, content_type="video/mp4")
+    file = SimpleUploadedFile("../My Holiday <3 & co.mp4", mp4, content_type="video/mp4")
     response = client.post(reverse("upload"), {"file": file, "category": "holiday",
                                                "sentences": "a kite over the beach\nwaves"})
     job = UploadJob.objects.get()
     assert response.status_code == 302 and response.url == reverse("upload-status", args=[job.id])
     assert job.file_name.startswith("upload-") and "Holiday" not in job.file_name
+    assert job.title == "My Holiday <3 & co.mp4"  # shown as the title, never used as a path
     assert [p.name for p in Path(uploads).iterdir()] == [job.file_name]
     job = wait_for(job)
     assert job.status == "done", job.error
@@ -113,6 +114,13 @@ def test_an_upload_is_stored_under_a_new_name_ingested_and_searchable(client, up
     assert client.get(reverse("video-file", args=[job.video_id])).status_code == 200
     status = client.get(reverse("upload-status", args=[job.id])).content.decode()
     assert "Searchable now" in status and 'http-equiv="refresh"' not in status
+    # The user's file name is the video's title on its card and in the player, escaped.
+    shown = "My Holiday &lt;3 &amp; co.mp4"
+    player = client.get(reverse("player", args=[job.video_id])).content.decode()
+    assert f'<h1 title="{job.video_id}">{shown}</h1>' in player
+    results = client.get("/", {"q": "a kite over the beach", "k": 100}).content.decode()
+    assert f'title="{job.video_id}">{shown}</a>' in results
+    assert client.get(f"/api/videos/{job.video_id}").json()["title"] == "My Holiday <3 & co.mp4"
     # The server added the new video's keyframe entry to the cache it holds; it never parsed the manifest again.
     assert job.video_id in engine.get_library().cache().entries and manifest_reads == []
 

@@ -208,6 +208,23 @@ def _first_match(patterns: list[tuple[re.Pattern[str], str]], text: str) -> str 
     return next((name for pattern, name in patterns if pattern.search(text)), None)
 
 
+# --- telling the library apart from other footage ------------------------------------------------------------------
+
+SYNTHETIC_ID = re.compile(r"syn\d{5}[ab]")  # the ids (file stems) `generate_library` writes
+SYNTHETIC_LIBRARY = "synthetic"  # a checkpoint's extra["training_library"] when it learnt from this library only
+
+
+def is_synthetic_id(video_id: str) -> bool:
+    return SYNTHETIC_ID.fullmatch(video_id) is not None
+
+
+def is_synthetic_library(records) -> bool:
+    """True when every record is a library video: its id one `generate_library` writes, every caption one of ours."""
+    return bool(records) and all(
+        is_synthetic_id(record.video_id) and all(None not in parse_caption(c) for c in record.captions)
+        for record in records)
+
+
 # --- the library on disk ---------------------------------------------------------------------------------------------
 
 

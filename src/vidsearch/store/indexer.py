@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from vidsearch.data.manifest import VideoRecord
 from vidsearch.data.sampling import frame_positions
+from vidsearch.data.synthetic import SYNTHETIC_LIBRARY, is_synthetic_id
 from vidsearch.distributed import setup_distributed, shutdown_distributed
 from vidsearch.model.source import ModelSource
 from vidsearch.runtime.exported import ExportedModel
@@ -75,6 +76,8 @@ class IndexReport:
     version: int | None = None
     seconds: float = 0.0
     failed: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # one line each: `vidsearch index` prints them to stderr
+    duplicates: dict[str, str] = field(default_factory=dict)  # cached videos not indexed → the same bytes' id
 
 
 class ModelQueryEncoder:
@@ -150,6 +153,7 @@ def index_cache(
     else:
         report = _add_missing(model, cache, store_dir, by_id, info, batch_size=batch_size, device=device)
     report.version = describe_videos(store_dir, records) or report.version
+    report.warnings += domain_warnings(source, cache)
     report.seconds = time.perf_counter() - started
     return report
 
@@ -241,12 +245,32 @@ def _plan(cache: FrameCache, store_dir: str | Path, fingerprint: str, *,
     present = set() if rebuild else _videos_in_store(store_dir, fingerprint)
     todo, skipped = [], 0
     for entry in cache.ok():
-        if entry.id in present:
+        if entry.duplicate_of is not None:
+            report.duplicates[entry.id] = entry.duplicate_of
+        elif entry.id in present:
             skipped += 1
         else:
             todo.append(entry)
     report.videos_skipped = skipped
     return todo, report
+
+
+def domain_warnings(source: ModelSource, cache: FrameCache) -> list[str]:
+    """A model that learnt from the synthetic library only, indexing other footage: its results there mean nothing."""
+    if source.checkpoint is None:
+        return []
+    from vidsearch.model.checkpoint import read_checkpoint_config  # a checkpoint is a PyTorch model: torch is there
+
+    extra = read_checkpoint_config(source.checkpoint).get("extra") or {}
+    if extra.get("training_library") != SYNTHETIC_LIBRARY:
+        return []
+    foreign = [entry.id for entry in cache.ok() if not is_synthetic_id(entry.id)]
+    if not foreign:
+        return []
+    examples = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+    return [f"the model {source.checkpoint} was trained on the synthetic moving-shapes library only, but the cache "
+            f"has {len(foreign)} other video(s) ({examples}): search results for them will be meaningless; index "
+            f"them with CLIP weights (--weights, --pretrained) or a checkpoint trained on footage like them"]
 
 
 def store_info(source: ModelSource, cache_dir: str | Path) -> dict:
@@ -310,6 +334,8 @@ def index_cache_sharded(
         if rank == 0 and specs:
             _publish_ranks(report, features, _rows_of_specs(cache, specs, records), store_dir, rebuild=rebuild,
                            fingerprint=model.fingerprint, info=store_info(source, cache_dir))
+        if rank == 0:
+            report.warnings += domain_warnings(source, cache)
     shutdown_distributed()
     report.seconds = time.perf_counter() - started
     return report
@@ -448,6 +474,8 @@ def index_into(task: dict) -> dict:
     records = [VideoRecord(**record) for record in task.get("records", [])]
     report = index_cache(model=_loaded(source), source=source, cache_dir=info["frames"], store_dir=store_dir,
                          records=records)
+    for warning in report.warnings:
+        log.warning("%s", warning)
     return {"videos_added": report.videos_added, "version": report.version}
 
 

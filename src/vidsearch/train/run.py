@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 from pathlib import Path
 
 import torch
@@ -17,6 +18,7 @@ import torch
 from vidsearch.config import ModelConfig, TrainConfig, to_dict
 from vidsearch.data.loader import CacheBatches, LoaderVideo, match_videos, pack_frames
 from vidsearch.data.manifest import load_manifest
+from vidsearch.data.synthetic import SYNTHETIC_LIBRARY, is_synthetic_library
 from vidsearch.eval.evaluate import evaluate_model
 from vidsearch.fsutil import atomic_write_text
 from vidsearch.distributed import barrier, setup_distributed, shutdown_distributed
@@ -121,4 +123,15 @@ def _run(request: RunRequest, out: Path, *, resume: bool, max_steps: int | None,
              source.steps_per_epoch, len(val_videos) if val_videos is not None else "no")
     return train(model, source, request.train, out, validate=validate if val_videos else None, max_steps=max_steps,
                  resume=resume, device=device, rank=rank, world=world,
-                 extra={"init": request.init, "data": request.data})
+                 extra={"init": relative_to_run(request.init, out), "data": relative_to_run(request.data, out),
+                        **_training_library(records)})
+
+
+def relative_to_run(path: str | None, run_dir: Path) -> str | None:
+    """A path as seen from the run directory: a checkpoint then names no directory of the machine it was made on."""
+    return None if path is None else os.path.relpath(Path(path).resolve(), run_dir.resolve())
+
+
+def _training_library(records) -> dict[str, str]:
+    """Recorded in the checkpoint: `vidsearch index` warns when such a model meets other footage."""
+    return {"training_library": SYNTHETIC_LIBRARY} if is_synthetic_library(records) else {}

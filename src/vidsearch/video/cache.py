@@ -27,6 +27,9 @@ On disk, a cache is a directory:
     frames JSON                      ["frames/video7/0000.jpg", ...] relative to the cache directory
     moments JSON                     [{"start": 0.0, "end": 10.0, "frames": [0, 1, 2]}, ...] indices into frames;
                                      [] unless built with segment_seconds or scenes
+    duplicate_of TEXT                null, or the id of a video with the same bytes (found by size, then sha256, when
+                                     `vidsearch frames` runs); the indexer indexes that one only. Added to caches
+                                     made before it by their next writer; readers of those see null.
 
 and table `ids (source TEXT PRIMARY KEY, id TEXT UNIQUE)`: every id ever given, so a source keeps its id across runs
 and two writers never give one id to two files.
@@ -75,7 +78,7 @@ import shutil
 import sqlite3
 import threading
 import time
-from contextlib import closing, contextmanager
+from contextlib import closing, contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable, Iterator, Mapping, Sequence
@@ -105,13 +108,13 @@ MAX_ID_BYTES = 96
 _PAGE = 1000
 _BUSY_TIMEOUT_S = 300.0
 _COLUMNS = ("id", "source", "size", "mtime", "status", "error", "duration", "fps", "width", "height", "timestamps",
-            "frames", "moments")
+            "frames", "moments", "duplicate_of")
 _JSON_COLUMNS = frozenset({"error", "timestamps", "frames", "moments"})
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS videos (
     id TEXT PRIMARY KEY, source TEXT NOT NULL, size INTEGER NOT NULL, mtime REAL NOT NULL, status TEXT NOT NULL,
     error TEXT, duration REAL, fps REAL, width INTEGER, height INTEGER,
-    timestamps TEXT NOT NULL, frames TEXT NOT NULL, moments TEXT NOT NULL);
+    timestamps TEXT NOT NULL, frames TEXT NOT NULL, moments TEXT NOT NULL, duplicate_of TEXT);
 CREATE INDEX IF NOT EXISTS videos_by_status ON videos (status, id);
 CREATE TABLE IF NOT EXISTS ids (source TEXT PRIMARY KEY, id TEXT NOT NULL UNIQUE);
 """
@@ -148,6 +151,7 @@ class VideoEntry:
     timestamps: list[float] = field(default_factory=list)
     frames: list[str] = field(default_factory=list)
     moments: list[Moment] = field(default_factory=list)
+    duplicate_of: str | None = None  # the id of a video with the same bytes, which is the one indexed
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> VideoEntry:
@@ -165,6 +169,7 @@ class CacheDatabase:
         self.path = Path(path)
         self._connection: sqlite3.Connection | None = None
         self._pid: int | None = None
+        self._select = ", ".join(_COLUMNS)
         self._lock = threading.Lock()
 
     def __getstate__(self) -> dict[str, Any]:
@@ -180,11 +185,12 @@ class CacheDatabase:
                 if self._connection is not None:  # the parent's, copied by a fork: SQLite forbids using or closing it
                     _INHERITED_CONNECTIONS.append(self._connection)
                 self._connection, self._pid = _connect(self.path), os.getpid()
+                self._select = _select_list(self._connection)
             yield self._connection
 
     def get(self, video_id: str) -> VideoEntry | None:
         with self.connection() as db:
-            row = db.execute(f"SELECT {', '.join(_COLUMNS)} FROM videos WHERE id = ?", (video_id,)).fetchone()
+            row = db.execute(f"SELECT {self._select} FROM videos WHERE id = ?", (video_id,)).fetchone()
         return _entry_of(row) if row else None
 
     def count(self, status: str | None = None) -> int:
@@ -199,14 +205,15 @@ class CacheDatabase:
 
     def entries(self, status: str | None = None) -> Iterator[VideoEntry]:
         """Entries (with `status`, or all) sorted by id, read a page at a time."""
-        for page in self._pages(", ".join(_COLUMNS), status):
+        for page in self._pages(None, status):
             yield from map(_entry_of, page)
 
-    def _pages(self, columns: str, status: str | None) -> Iterator[list[tuple]]:
+    def _pages(self, columns: str | None, status: str | None) -> Iterator[list[tuple]]:
+        """Rows a page at a time: `columns`, or (None) every column of an entry."""
         after, where = "", "" if status is None else "status = ? AND "
         while True:
             with self.connection() as db:
-                page = db.execute(f"SELECT {columns} FROM videos WHERE {where}id > ? ORDER BY id LIMIT {_PAGE}",
+                page = db.execute(f"SELECT {columns or self._select} FROM videos WHERE {where}id > ? ORDER BY id LIMIT {_PAGE}",
                                   (*([status] if status else []), after)).fetchall()
             if not page:
                 return
@@ -223,6 +230,12 @@ class CacheDatabase:
                 ids[source] = row[0] if row else _new_id(db, source)
         return ids
 
+    def mark_duplicates(self, duplicates: Mapping[str, str]) -> None:
+        """Record each video's `duplicate_of` (id → the id of the video with the same bytes)."""
+        with self.connection() as db, _transaction(db):
+            db.executemany("UPDATE videos SET duplicate_of = ? WHERE id = ?",
+                           [(original, video_id) for video_id, original in duplicates.items()])
+
     def put(self, entry: dict[str, Any]) -> None:
         """Insert or replace one video's row (call while holding the cache's lock, with its frames in place)."""
         with self.connection() as db, _transaction(db):
@@ -230,6 +243,18 @@ class CacheDatabase:
 
 
 _INHERITED_CONNECTIONS: list[sqlite3.Connection] = []
+
+
+def _select_list(db: sqlite3.Connection) -> str:
+    """The entry columns to select; NULL for those a database made by an earlier version lacks."""
+    present = {row[1] for row in db.execute("PRAGMA table_info(videos)")}
+    return ", ".join(c if c in present else f"NULL AS {c}" for c in _COLUMNS)
+
+
+def _add_missing_columns(db: sqlite3.Connection) -> None:
+    """Columns added since a cache's database was made (call under the cache's lock)."""
+    if "duplicate_of" not in {row[1] for row in db.execute("PRAGMA table_info(videos)")}:
+        db.execute("ALTER TABLE videos ADD COLUMN duplicate_of TEXT")
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -260,7 +285,7 @@ def _transaction(db: sqlite3.Connection) -> Iterator[None]:
 
 def _row_of(entry: dict[str, Any]) -> tuple:
     values = {"error": None, "duration": None, "fps": None, "width": None, "height": None, "timestamps": [],
-              "frames": [], "moments": [], **entry}
+              "frames": [], "moments": [], "duplicate_of": None, **entry}
     return tuple(json.dumps(values[c]) if c in _JSON_COLUMNS else values[c] for c in _COLUMNS)
 
 
@@ -428,6 +453,9 @@ def open_for_writing(root: Path, config: FrameConfig) -> CacheDatabase:
             if manifest["version"] == 1:
                 log.info("%s: moving %d videos from manifest.json into %s", root, len(manifest["videos"]), DATABASE)
                 _create(root, config, entries=manifest["videos"].values())
+            else:
+                with closing(_connect(root / DATABASE)) as db:
+                    _add_missing_columns(db)
         _remove_partial_frames(root)
     return CacheDatabase(root / DATABASE)
 
@@ -495,6 +523,8 @@ class BuildReport:
     skipped: list[str] = field(default_factory=list)
     failed: list[VideoEntry] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)  # directories that could not be listed, with the reason
+    duplicates: dict[str, str] = field(default_factory=dict)  # id → id of a video with the same bytes
+    renamed: dict[str, str] = field(default_factory=dict)  # id → source, for ids not the file's stem (taken)
     frames: int = 0
     seconds: float = 0.0
 
@@ -508,6 +538,10 @@ class BuildReport:
         lines += [f"  failed {entry.id} ({entry.source}): {entry.error['code']}: {entry.error['message']}"
                   for entry in self.failed]
         lines += [f"  unreadable {problem}" for problem in self.unreadable]
+        lines += [f"  duplicate {video_id}: the same bytes as {original}; `vidsearch index` indexes {original} only"
+                  for video_id, original in sorted(self.duplicates.items())]
+        lines += [f"  renamed {source} to {video_id}: the id {bounded_stem(Path(source))} is another file's"
+                  for video_id, source in sorted(self.renamed.items())]
         return "\n".join(lines)
 
 
@@ -540,15 +574,18 @@ def _videos_under(root: Path, unreadable: list[str]) -> Iterator[Path]:
 
 
 def build_cache(inputs: Iterable[str | Path], out: str | Path, config: FrameConfig, *, workers: int | None = None,
-                limits: DecodeLimits = DecodeLimits()) -> BuildReport:
+                limits: DecodeLimits = DecodeLimits(), duplicates: bool = True) -> BuildReport:
     """Extract the keyframes of every input video into the cache `out` (see the module docstring).
 
+    `duplicates`: record which inputs hold the same bytes as another video (`same_bytes`).
     `workers` videos are decoded at once (default: one per core), each with cores/workers decoder threads. Raises
     OSError(ENOSPC) when the disk is full (what was extracted until then stays in the cache).
     """
     started = time.monotonic()
-    plan = plan_extraction(inputs, out, config, workers=workers, limits=limits)
+    plan = plan_extraction(inputs, out, config, workers=workers, limits=limits, duplicates=duplicates)
     _extract_all(plan, workers=plan.workers, timeout_s=limits.timeout_s)
+    with cache_lock(plan.root):
+        plan.database.mark_duplicates(plan.report.duplicates)
     plan.report.seconds = time.monotonic() - started
     return plan.report
 
@@ -566,7 +603,7 @@ class ExtractionPlan:
 
 
 def plan_extraction(inputs: Iterable[str | Path], out: str | Path, config: FrameConfig, *, workers: int | None = None,
-                    limits: DecodeLimits = DecodeLimits()) -> ExtractionPlan:
+                    limits: DecodeLimits = DecodeLimits(), duplicates: bool = True) -> ExtractionPlan:
     """Find the input videos, open (or create) the cache, give each video its id and decide which to extract."""
     _check_config(config)
     workers = workers or os.cpu_count() or 1
@@ -575,6 +612,8 @@ def plan_extraction(inputs: Iterable[str | Path], out: str | Path, config: Frame
     sources = find_videos(inputs, report.unreadable)
     database = open_for_writing(root, config)
     ids = database.assign_ids(sources)
+    report.renamed = {ids[source]: str(source) for source in sources if ids[source] != bounded_stem(source)}
+    report.duplicates = same_bytes(sources, ids, database) if duplicates else {}
     tasks = []
     for source in sources:
         if _unchanged(database.get(ids[source]), source):
@@ -582,6 +621,37 @@ def plan_extraction(inputs: Iterable[str | Path], out: str | Path, config: Frame
         else:
             tasks.append(_task(source, ids[source], root, config, limits, workers))
     return ExtractionPlan(root, database, tasks, report, workers)
+
+
+def same_bytes(sources: Sequence[Path], ids: Mapping[Path, str], database: CacheDatabase) -> dict[str, str]:
+    """The sources that hold the same bytes as another video of the cache or of `sources`: their id → that video's.
+
+    Only files whose size another has are read (sha256). The video kept is one already in the cache and no
+    duplicate itself, else the first id in sort order."""
+    known = {entry.id: Path(entry.source) for entry in database.entries("ok") if entry.duplicate_of is None}
+    candidates = {**known, **{ids[source]: source for source in sources}}
+    by_size: dict[int, list[str]] = {}
+    for video_id, path in candidates.items():
+        with suppress(OSError):
+            by_size.setdefault(path.stat().st_size, []).append(video_id)
+    by_digest: dict[str, list[str]] = {}
+    for video_id in (video_id for group in by_size.values() if len(group) > 1 for video_id in group):
+        with suppress(OSError):
+            by_digest.setdefault(_sha256(candidates[video_id]), []).append(video_id)
+    ours = {ids[source] for source in sources}
+    duplicates = {}
+    for group in by_digest.values():
+        original = min(group, key=lambda video_id: (video_id not in known, video_id))
+        duplicates.update({video_id: original for video_id in group if video_id != original and video_id in ours})
+    return duplicates
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _check_config(config: FrameConfig) -> None:
@@ -778,11 +848,12 @@ def _write_frames(root: Path, video_id: str, jpegs: Sequence[bytes]) -> list[str
 def extract_into(task: dict[str, str]) -> dict[str, Any]:
     """`run_isolated` target: one video (`task["video"]`) into the existing cache `task["cache"]`, with its settings.
 
-    Returns {"video_id": id, "entry": its entry} or {"error": {"code", "message"}}. A web server runs this in a child
+    Returns {"video_id": id, "entry": its entry} or {"error": {"code", "message"}}. An upload is a video of its own
+    even when its bytes are another's (no duplicate search): the uploader's captions and title belong to it. A web server runs this in a child
     process; it adds the entry to the cache it has open (`FrameCache.with_entry`).
     """
     settings = open_cache(task["cache"]).settings
-    report = build_cache([task["video"]], task["cache"], settings, workers=1)
+    report = build_cache([task["video"]], task["cache"], settings, workers=1, duplicates=False)
     if report.failed:
         return {"error": report.failed[0].error}
     video_id = (report.extracted or report.skipped)[0]

@@ -19,3 +19,6 @@ urlpatterns = [
     path("api/health", api.health, name="api-health"),
     path("api/openapi.json", api.openapi_description, name="api-openapi"),
 ]
+
+handler404 = "vidsearch.web.library.errors.not_found"
+handler500 = "vidsearch.web.library.errors.server_error"

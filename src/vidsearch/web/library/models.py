@@ -25,10 +25,21 @@ class Category(models.Model):
         return self.name
 
 
+TITLE_LENGTH = 200
+
+
+def display_title(file_name: str) -> str:
+    """An uploaded file's name as a title: its last path part, without control characters, at most TITLE_LENGTH."""
+    name = file_name.replace("\\", "/").rsplit("/", 1)[-1]
+    return "".join(c for c in name if c.isprintable()).strip()[:TITLE_LENGTH]
+
+
 class VideoClip(models.Model):
     video_id = models.CharField(max_length=128, primary_key=True)
     category = models.ForeignKey(Category, null=True, blank=True, on_delete=models.SET_NULL, related_name="clips")
     sentences = models.TextField(blank=True, help_text="captions, one per line")
+    title = models.CharField(max_length=TITLE_LENGTH, blank=True,
+                             help_text="what the pages call it: an upload's original file name (display only)")
 
     class Meta:
         ordering = ["video_id"]
@@ -53,6 +64,8 @@ class UploadJob(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="upload_jobs")
     file_name = models.CharField(max_length=64, help_text="the stored file's generated name")
+    title = models.CharField(max_length=TITLE_LENGTH, blank=True,
+                             help_text="the file's name on the uploader's machine: shown, never used as a path")
     size = models.PositiveBigIntegerField()
     category = models.CharField(max_length=100, blank=True)
     sentences = models.TextField(blank=True, help_text="captions, one per line")

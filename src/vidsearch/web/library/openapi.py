@@ -47,7 +47,7 @@ def _schemas() -> dict[str, Any]:
               "properties": {"start": NULLABLE_NUMBER, "end": NULLABLE_NUMBER, "score": {"type": "number"},
                              "label": {"type": "string"}, "thumbnail_url": {"type": "string"},
                              "player_url": {"type": "string"}}}
-    hit_fields = {"video_id": {"type": "string"}, "category": NULLABLE_STRING, "score": NULLABLE_NUMBER,
+    hit_fields = {"video_id": {"type": "string"}, "title": {"type": "string"}, "category": NULLABLE_STRING, "score": NULLABLE_NUMBER,
                   "fused_score": NULLABLE_NUMBER, "text_match": {"type": "boolean"},
                   "matched_moments": {"type": "integer", "minimum": 0}, "thumbnail_url": {"type": "string"},
                   "player_url": {"type": "string"}, "video_url": {"type": "string"},
@@ -63,7 +63,7 @@ def _schemas() -> dict[str, Any]:
     segment = {"type": "object", "required": ["start", "end", "label", "thumbnail_url", "player_url"],
                "properties": {"start": NULLABLE_NUMBER, "end": NULLABLE_NUMBER, "label": {"type": "string"},
                               "thumbnail_url": {"type": "string"}, "player_url": {"type": "string"}}}
-    video_fields = {"video_id": {"type": "string"}, "category": NULLABLE_STRING,
+    video_fields = {"video_id": {"type": "string"}, "title": {"type": "string"}, "category": NULLABLE_STRING,
                     "captions": {"type": "array", "items": {"type": "string"}}, "duration": NULLABLE_NUMBER,
                     "width": {"type": ["integer", "null"]}, "height": {"type": ["integer", "null"]},
                     "video_url": {"type": "string"}, "player_url": {"type": "string"},

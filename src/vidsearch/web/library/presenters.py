@@ -38,6 +38,7 @@ class SegmentView:
 @dataclass(frozen=True)
 class HitView:
     video_id: str
+    title: str
     category: str | None
     score: float | None
     fused_score: float | None
@@ -86,13 +87,14 @@ def thumbnail_url(video_id: str, index: int) -> str:
 
 
 def present_hits(result: SearchResult, *, state: Mapping[str, str]) -> list[HitView]:
-    return [_hit_view(hit, state) for hit in result.hits]
+    titles = selectors.video_titles(video_ids=[hit.video_id for hit in result.hits])
+    return [_hit_view(hit, state, titles[hit.video_id]) for hit in result.hits]
 
 
-def _hit_view(hit: VideoHit, state: Mapping[str, str]) -> HitView:
+def _hit_view(hit: VideoHit, state: Mapping[str, str], title: str) -> HitView:
     moments = [_moment_view(hit.video_id, moment, state) for moment in hit.moments]
     best = moments[0] if moments else None
-    return HitView(hit.video_id, hit.category, _rounded(hit.score), _rounded(hit.fused_score), hit.text_match,
+    return HitView(hit.video_id, title, hit.category, _rounded(hit.score), _rounded(hit.fused_score), hit.text_match,
                    hit.matched_moments,
                    best.thumbnail_url if best else thumbnail_url(hit.video_id, 0),
                    best.player_url if best else player_url(hit.video_id, None, None, state),
@@ -129,6 +131,7 @@ def api_video(detail: VideoDetail) -> dict[str, Any]:
     video_id = detail.video_id
     return {
         "video_id": video_id,
+        "title": detail.title,
         "category": detail.category,
         "captions": detail.captions,
         "duration": detail.duration,

@@ -39,6 +39,7 @@ class Segment:
 @dataclass(frozen=True)
 class VideoDetail:
     video_id: str
+    title: str  # what the pages call it (`video_titles`)
     category: str | None
     captions: list[str]
     duration: float | None
@@ -105,8 +106,26 @@ def video_detail(*, video_id: str) -> VideoDetail | None:
     clip = caption_clip(video_id=video_id)
     captions = clip.captions if clip else list(info.captions)
     category = clip.category.name if clip and clip.category else info.category
-    return VideoDetail(video_id, category, captions, entry.duration, entry.width, entry.height, len(entry.frames),
+    return VideoDetail(video_id, _title(video_id, clip.title if clip else "", captions, entry.source), category, captions, entry.duration, entry.width, entry.height, len(entry.frames),
                        sorted(segments, key=lambda s: s.start or 0.0))
+
+
+def video_titles(*, video_ids: list[str]) -> dict[str, str]:
+    """What the pages call each video: an upload's original file name, else its first caption, else its file's name
+    (the id is shown on hover)."""
+    clips = VideoClip.objects.in_bulk(video_ids)
+    library = get_library()
+    titles = {}
+    for video_id in video_ids:
+        entry = library.cache_entry(video_id)
+        clip = clips.get(video_id)
+        titles[video_id] = _title(video_id, clip.title if clip else "", clip.captions if clip else [],
+                                  entry.source if entry else None)
+    return titles
+
+
+def _title(video_id: str, uploaded_as: str, captions: list[str], source: str | None) -> str:
+    return uploaded_as or (captions[0] if captions else Path(source).name if source else video_id)
 
 
 def thumbnail_index(*, video_id: str, thumbnail: str | None) -> int:

@@ -29,7 +29,7 @@ from vidsearch.video.cache import extract_into
 from vidsearch.video.workers import IsolatedWorker
 from vidsearch.web.library import jobs
 from vidsearch.web.library.engine import get_library
-from vidsearch.web.library.models import Category, UploadJob, VideoClip
+from vidsearch.web.library.models import Category, UploadJob, VideoClip, display_title
 from vidsearch.web.library.videocheck import check_video
 
 log = logging.getLogger(__name__)
@@ -112,7 +112,8 @@ def create_upload(*, owner_id: int, upload: UploadedFile, category: str = "", se
         with transaction.atomic():  # IMMEDIATE: two requests of one owner cannot both pass the quota
             _refuse_over_quota(owner_id)
             job = UploadJob.objects.create(owner_id=owner_id, file_name=name, size=upload.size,
-                                           category=category.strip(), sentences=sentences.strip())
+                                           title=display_title(upload.name or ""), category=category.strip(),
+                                           sentences=sentences.strip())
     except TooManyUploads:
         (directory / name).unlink(missing_ok=True)
         raise
@@ -227,6 +228,7 @@ def _ingest(job: UploadJob) -> str:
     record = _record_of(job, path)
     _in_child(index_into, {"store": str(library.store.path), "records": [record.to_json()]})
     load_captions(records=[record])
+    VideoClip.objects.filter(video_id=video_id).update(title=job.title)
     library.refresh()
     return video_id
 

@@ -3,6 +3,9 @@ selectors, writes through services."""
 
 from __future__ import annotations
 
+import shlex
+import sys
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -144,9 +147,26 @@ class LoginView(auth_views.LoginView):
 
     form_class = LoginForm
 
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        return {**super().get_context_data(**kwargs), "createsuperuser": createsuperuser_command()}
+
     def form_invalid(self, form: LoginForm) -> HttpResponse:
         response = super().form_invalid(form)
         if form.refused():
             response.status_code = 429
             response["Retry-After"] = "60"
         return response
+
+
+def createsuperuser_command() -> str:
+    """The command that creates an uploader for the store this server serves, with this server's own Python (the
+    virtualenv's, where vidsearch is installed); paths relative to the working directory when inside it."""
+    python, store = (_shown_path(Path(path)) for path in (sys.executable, settings.VIDSEARCH_STORE or "STORE"))
+    return shlex.join([python, "-m", "vidsearch.web.manage", "--store", store, "createsuperuser"])
+
+
+def _shown_path(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
