@@ -87,7 +87,7 @@ def test_search_into_a_closed_pipe_ends_quietly(tmp_path):
         result = types.SimpleNamespace(mode="vector", hits=[hit] * 5000, query="q", index="flat",
                                        timings_ms={"search": 1.0})
         indexer = types.ModuleType("vidsearch.store.indexer")  # a stand-in: no model, no torch to import
-        indexer.open_searcher = lambda store: types.SimpleNamespace(search=lambda query, options: result)
+        indexer.open_searcher = lambda store, **_: types.SimpleNamespace(search=lambda query, options: result)
         sys.modules["vidsearch.store.indexer"] = indexer
         from vidsearch.cli import main
         sys.exit(main(["search", "a dog", "--store", "store"]))

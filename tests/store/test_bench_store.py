@@ -24,6 +24,7 @@ def test_every_method_round_trips_the_workload(tmp_path, method):
 def test_measure_reports_medians(tmp_path):
     record = bench.measure("vidsearch_store", tmp_path, bench.make_features(30), repeats=2)
     assert record["status"] == "ok" and record["mb"] > 30 * 13 * 512 * 4 / 1e6
-    assert record["total_s"] == pytest.approx(record["save_s"] + record["load_use_cold_s"], rel=1e-6)
+    # each figure is rounded to 0.1 ms, so their sum may differ from the rounded total by that much
+    assert record["total_s"] == pytest.approx(record["save_s"] + record["load_use_cold_s"], abs=1.5e-4)
     assert record["load_use_hot_s"] > 0
     assert list(tmp_path.iterdir()) == []

@@ -161,7 +161,8 @@ def test_a_rebuild_that_fails_midway_leaves_the_complete_previous_version(librar
         index_cache(model=tiny_model, source=TINY, cache_dir=root / "cache", store_dir=tmp_path / "store",
                     rebuild=True)
     after = Store.open(tmp_path / "store", verify="full")
-    assert (after.version, len(after), after.rows) == (1, 6, before.rows)
+    assert (after.version, len(after)) == (1, 6)
+    assert [after.row(i) for i in range(len(after))] == [before.row(i) for i in range(len(before))]
     np.testing.assert_array_equal(after.array("video_feature"), before.array("video_feature"))
     assert sorted(p.name for p in (tmp_path / "store").iterdir()) == files  # and nothing left behind
     monkeypatch.setattr(indexer, "_encode_chunk", encode)

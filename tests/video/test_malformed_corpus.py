@@ -8,7 +8,7 @@ durations, endless inputs (a FIFO, /dev/zero, looping and live playlists) and pl
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import os
 import struct
 import subprocess
@@ -20,6 +20,7 @@ import av
 import numpy as np
 import pytest
 
+from vidsearch.video.cache import open_cache
 from vidsearch.video.encode import write_video
 
 VIDEO_ERRORS = {"empty", "not_found", "not_a_file", "not_local", "format_not_allowed", "unreadable", "too_many_streams",
@@ -247,8 +248,7 @@ def run_frames(inputs: list[Path], cache: Path, *, timeout_s: float) -> subproce
 
 def check_manifest(cache: Path, inputs: list[Path]) -> dict[str, dict]:
     """Every input has an entry with a status; failed ones a known code and no frames; ok ones their frames."""
-    entries = {Path(entry["source"]).name: entry for entry in json.loads((cache / "manifest.json").read_text())
-               ["videos"].values()}
+    entries = {Path(entry.source).name: dataclasses.asdict(entry) for entry in open_cache(cache).entries.values()}
     assert sorted(entries) == sorted(path.name for path in inputs)
     for name, entry in entries.items():
         assert entry["status"] in {"ok", "failed"}, name

@@ -75,6 +75,7 @@ import logging
 import os
 import re
 import shutil
+import stat
 import sqlite3
 import threading
 import time
@@ -633,7 +634,9 @@ def same_bytes(sources: Sequence[Path], ids: Mapping[Path, str], database: Cache
     by_size: dict[int, list[str]] = {}
     for video_id, path in candidates.items():
         with suppress(OSError):
-            by_size.setdefault(path.stat().st_size, []).append(video_id)
+            status = path.stat()
+            if stat.S_ISREG(status.st_mode) and status.st_size > 0:  # a FIFO or a device is never read here
+                by_size.setdefault(status.st_size, []).append(video_id)
     by_digest: dict[str, list[str]] = {}
     for video_id in (video_id for group in by_size.values() if len(group) > 1 for video_id in group):
         with suppress(OSError):
@@ -647,8 +650,11 @@ def same_bytes(sources: Sequence[Path], ids: Mapping[Path, str], database: Cache
 
 
 def _sha256(path: Path) -> str:
+    """sha256 of a regular file (opened without blocking and checked after opening: a FIFO swapped in is refused)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise OSError(f"{path} is not a regular file")
         while chunk := handle.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
