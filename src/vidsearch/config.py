@@ -18,7 +18,7 @@ T = TypeVar("T")
 
 @dataclasses.dataclass
 class AdapterConfig:
-    """AIM adapters (REFERENCE.md, 'AIM adapters'): which kinds, bottleneck ratio and joint-adapter scale."""
+    """AIM adapters (the thesis §3.2.4): which kinds, bottleneck ratio and joint-adapter scale."""
 
     temporal: bool = True
     spatial: bool = True
@@ -42,7 +42,7 @@ class ModelConfig:
 
 @dataclasses.dataclass
 class FrameConfig:
-    """Keyframe selection and caching (REFERENCE.md, 'Keyframes and caching')."""
+    """Keyframe selection and caching (the thesis §3.3)."""
 
     sampler: str = "uniform"
     frames: int = 12
@@ -57,7 +57,7 @@ class FrameConfig:
 
 @dataclasses.dataclass
 class TrainConfig:
-    """A training run (REFERENCE.md, 'CLIP4Clip meanP' recipe by default)."""
+    """A training run (CLIP4Clip's meanP recipe by default; docs/experiments.md)."""
 
     mode: str = "full"
     epochs: int = 5

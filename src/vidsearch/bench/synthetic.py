@@ -3,7 +3,7 @@
 From a tiny random CLIP (`vidsearch-tiny`: 64 px, 8 frames), stage 0 trains CLIP4Clip-meanP from scratch on
 freshly rendered clips; stages (a) meanP, (b) `aim` (text frozen), (c) `aim+text`, (d) seqTransf (all weights)
 each continue from stage 0's checkpoint. Every training batch holds clips with their time-reversed twins (hard
-negatives); clips are rendered at the model's resolution straight into the batch (REFERENCE.md, "Synthetic temporal
+negatives); clips are rendered at the model's resolution straight into the batch (docs/architecture.md, "The synthetic library"; the "Synthetic temporal
 probe": AdamW lr 5e-4, warm-up, cosine). A fixed test set of other clips (one caption each) gives text→video R@1/R@5,
 the colour+shape accuracy of the top hit (+direction), and the reversed-twin accuracy: the share of test captions
 scoring their own video above its twin (a tie, within float rounding, counts as wrong: mean pooling scores 0).

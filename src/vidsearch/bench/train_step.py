@@ -1,4 +1,4 @@
-"""Seconds per training step and the loader's frames per second (REFERENCE.md "Speed anchors").
+"""Seconds per training step and the loader's frames per second (the speed anchors of benchmarks/RESULTS.md, "train-step").
 
 Steps: batch 32 × 12 frames of ViT-B/32 with random weights (the same compute as pretrained ones), through the real
 `vidsearch.train.loop.train_step` (AdamW, clipping, the loss): fp32 full fine-tune (the reference), bf16 full, `aim`

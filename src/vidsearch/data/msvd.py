@@ -2,7 +2,7 @@
 
 Files: ``raw-captions.pkl`` (a pickled dict: video id → list of captions, each a list of tokens) and
 ``train_list.txt``, ``val_list.txt``, ``test_list.txt`` (one video id a line; 1 200 / 100 / 670 videos). The videos are
-``{videos_dir}/{video_id}.avi``. Every caption of a test video is a query (REFERENCE.md, "Metrics").
+``{videos_dir}/{video_id}.avi``. Every caption of a test video is a query (CLIP4Clip's protocol).
 
 A pickle can run any code while it loads, so the captions are read by `SafeUnpickler`, which admits only the
 opcodes for plain containers, strings and numbers and refuses every global (class or function) the file names.

@@ -1,6 +1,6 @@
 """Evaluate a model on one split: encode every caption and every video, then text→video and video→text metrics.
 
-Each caption of each evaluated video is a query (REFERENCE.md "Metrics"); videos take T evenly spaced keyframes,
+Each caption of each evaluated video is a query (CLIP4Clip's protocol); videos take T evenly spaced keyframes,
 padded by repeating the last one with the mask marking real frames. Ties count pessimistically
 (`vidsearch.eval.metrics`). Raw scores and dual softmax (DSL) are reported separately, never mixed.
 """

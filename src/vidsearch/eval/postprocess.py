@@ -1,6 +1,6 @@
 """Re-scoring a similarity matrix at inference time; results are reported raw and post-processed, never mixed.
 
-Dual softmax (DSL, REFERENCE.md "Metrics"): ``sim * softmax(sim * 100, dim=0)`` where dim 0 runs over the query
+Dual softmax (DSL, as CLIP4Clip and the thesis use it): ``sim * softmax(sim * 100, dim=0)`` where dim 0 runs over the query
 set. It uses the whole query set at once (a caption that fits several videos loses weight on all of them), so it
 is an evaluation-time re-scoring, not something a single live query can use.
 """

@@ -1,4 +1,4 @@
-"""Symmetric InfoNCE over a batch of (caption, video) pairs (CLIP, CLIP4Clip; REFERENCE.md "CLIP").
+"""Symmetric InfoNCE over a batch of (caption, video) pairs (CLIP, CLIP4Clip).
 
     logits = min(exp(logit_scale), 100) · text @ videoᵀ        [N, N], pair i is the diagonal
     loss   = (CE(logits, i) + CE(logitsᵀ, i)) / 2

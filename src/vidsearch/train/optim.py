@@ -1,4 +1,4 @@
-"""Optimiser, parameter groups and learning-rate schedule (REFERENCE.md "CLIP4Clip meanP" recipe).
+"""Optimiser, parameter groups and learning-rate schedule (CLIP4Clip's meanP recipe; docs/experiments.md).
 
 - Pretrained CLIP parameters (groups `backbone`, `ln_post`, `text`, `logit_scale`) learn at lr × coef_lr;
   new modules (AIM adapters with the temporal embedding, the temporal head) at lr.

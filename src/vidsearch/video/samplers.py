@@ -1,4 +1,4 @@
-"""Keyframe samplers (the thesis §3.3, REFERENCE.md 'Keyframes and caching'): which frames of a video become keyframes.
+"""Keyframe samplers (the thesis §3.3): which frames of a video become keyframes.
 
 Samplers are plain functions with keyword-only parameters that return frame indices in time order. They work on
 what is cheap to know before decoding pixels (timestamps from a demux-only pass) or on scores from one pass over
