@@ -22,8 +22,8 @@ import numpy as np
 
 from vidsearch.config import FrameConfig
 from vidsearch.model.source import ModelSource
-from vidsearch.store.indexer import add_missing_rows, encode_rows, row_meta, rows_of
-from vidsearch.store.store import RowMeta, Store, StoreNotFound
+from vidsearch.store.indexer import add_missing_rows, encode_rows, row_meta, rows_of, videos_in_store
+from vidsearch.store.store import RowMeta
 from vidsearch.video.cache import DATABASE, CacheDatabase, FrameCache, extract_video, open_cache, plan_extraction, \
     record_outcome
 from vidsearch.video.decode import DecodeLimits
@@ -80,16 +80,6 @@ def plan(inputs: Iterable[str | Path], *, cache_dir: str | Path, store_dir: str 
             items.append({"id": video_id, "source": entry.source, "cache": str(extraction.root), "task": None})
     report.videos_in_store += sum(task["id"] in present for task in extraction.tasks)
     return IngestPlan(sorted(items, key=lambda item: item["id"]), report)
-
-
-def videos_in_store(store_dir: str | Path, fingerprint: str) -> set[str]:
-    """The videos the store holds (none if there is no store yet); refuses a store built with another model."""
-    try:
-        store = Store.open(store_dir)
-    except StoreNotFound:
-        return set()
-    store.check_fingerprint(fingerprint)
-    return set(store.videos())
 
 
 # --- keyframes (CPU) --------------------------------------------------------------------------------------------

@@ -203,7 +203,7 @@ def add_missing_rows(store_dir: str | Path, features: np.ndarray, rows: Sequence
     """Under the ingest lock, add the rows of the videos the store does not hold (another writer may have added some
     since they were planned); returns the published version (None: nothing was new) and the videos added."""
     with ingest_lock(store_dir):
-        present = _videos_in_store(store_dir, fingerprint)
+        present = videos_in_store(store_dir, fingerprint)
         keep = np.array([row.video_id not in present for row in rows], dtype=bool)
         if not keep.any():
             return None, set()
@@ -242,7 +242,7 @@ def _plan(cache: FrameCache, store_dir: str | Path, fingerprint: str, *,
           rebuild: bool) -> tuple[list[VideoEntry], IndexReport]:
     """The cached videos to encode (those not in the store yet, or all for a rebuild) and a report counting the rest."""
     report = IndexReport(videos_failed_in_cache=cache.count() - cache.count("ok"))
-    present = set() if rebuild else _videos_in_store(store_dir, fingerprint)
+    present = set() if rebuild else videos_in_store(store_dir, fingerprint)
     todo, skipped = [], 0
     for entry in cache.ok():
         if entry.duplicate_of is not None:
@@ -277,7 +277,8 @@ def store_info(source: ModelSource, cache_dir: str | Path) -> dict:
     return {"model": source.absolute().to_dict(), "frames": str(Path(cache_dir).resolve())}
 
 
-def _videos_in_store(store_dir: str | Path, fingerprint: str) -> set[str]:
+def videos_in_store(store_dir: str | Path, fingerprint: str) -> set[str]:
+    """The videos the store holds (none if there is no store yet); refuses a store built with another model."""
     try:
         store = Store.open(store_dir)
     except StoreNotFound:
