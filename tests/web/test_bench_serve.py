@@ -80,7 +80,8 @@ def _fake_export(directory, *, source_fingerprint):
 
 def test_the_int8_export_in_the_workdir_is_reused_while_it_is_the_models(tmp_path, monkeypatch):
     exports = []
-    monkeypatch.setattr(bench, "export_model", lambda model, out, *, int8: exports.append((model.fingerprint, out, int8)))
+    monkeypatch.setattr(bench, "export_model",
+                        lambda model, out, *, int8: exports.append((model.fingerprint, out, int8)))
     fingerprint = bench.MODELS["tiny"].load().fingerprint
     _fake_export(tmp_path / "tiny-int8", source_fingerprint=fingerprint)
     sources = bench.engine_sources("tiny", tmp_path)
@@ -91,7 +92,8 @@ def test_the_int8_export_in_the_workdir_is_reused_while_it_is_the_models(tmp_pat
 
 def test_an_export_of_another_model_in_the_workdir_is_replaced(tmp_path, monkeypatch):
     exports = []
-    monkeypatch.setattr(bench, "export_model", lambda model, out, *, int8: exports.append((model.fingerprint, out, int8)))
+    monkeypatch.setattr(bench, "export_model",
+                        lambda model, out, *, int8: exports.append((model.fingerprint, out, int8)))
     _fake_export(tmp_path / "tiny-int8", source_fingerprint="0" * 64)
     bench.engine_sources("tiny", tmp_path)
     assert exports == [(bench.MODELS["tiny"].load().fingerprint, tmp_path / "tiny-int8", True)]

@@ -3,8 +3,9 @@ the same rates while uploads are being ingested; for PyTorch and ONNX int8 in th
 
 Reuses the serving benchmark's parts (`vidsearch.bench.serve`): its model (`--model`: ViT-B/32 with random weights by
 default, or `tiny`), its engines (PyTorch eager, then the model's ONNX int8 export, kept in `--workdir`), a store per
-engine, server child process (waitress, production settings, 127.0.0.1 only) and open-loop client (each request sent on schedule on its own thread, latency
-from the scheduled send time). Every query is distinct across the whole run, so the query cache never answers.
+engine, server child process (waitress, production settings, 127.0.0.1 only) and open-loop client (each request sent
+on schedule on its own thread, latency from the scheduled send time). Every query is distinct across the whole run,
+so the query cache never answers.
 
 - Each rate of `--rates` is measured twice, `--seconds` each: idle, then while a logged-in session uploads a
   synthetic clip every `--upload-every` seconds through the real upload form (`POST /upload/`); the server checks

@@ -247,8 +247,8 @@ def run(args: argparse.Namespace) -> None:
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
-    int8 = results["onnx_int8"]
-    ratio = results["pytorch"]["p50_ms"] / int8["p50_ms"] if results["pytorch"]["p50_ms"] and int8["p50_ms"] else float("nan")
+    int8, pytorch = results["onnx_int8"], results["pytorch"]
+    ratio = pytorch["p50_ms"] / int8["p50_ms"] if pytorch["p50_ms"] and int8["p50_ms"] else float("nan")
     summary("serve", ratio, baseline="PyTorch HTTP p50", model=args.model, videos=videos, rate=args.rate,
             **{key: {engine: result[key] for engine, result in results.items()}
                for key in ("p50_ms", "p95_ms", "p99_ms", "error_rate", "achieved_rate", "overhead")},
