@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> None:
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
-    ratios = {engine: max((r["upload_p95_ratio"] for r in result["rates"] if r.get("upload_p95_ratio") is not None),
+    ratios = {engine: max((round(r["upload_p95_ratio"], 3) for r in result["rates"] if r.get("upload_p95_ratio")),
                           default=None) for engine, result in results.items()}
     worst = max((ratio for ratio in ratios.values() if ratio is not None), default=float("nan"))
     summary("load", worst, model=args.model, videos=args.videos, rates=args.rates, seconds=args.seconds,
