@@ -27,7 +27,7 @@ def test_a_rate_is_sustained_only_with_few_errors_low_p95_and_answers_keeping_up
 
 @pytest.mark.slow
 def test_an_upload_through_the_form_is_ingested_while_searches_are_answered(tmp_path):
-    store = serve.build_library(tmp_path, videos=50)
+    store = serve.build_library(tmp_path, videos=50, source=serve.MODELS["tiny"])
     clip = write_video(tmp_path / "clip.mp4", [np.full((64, 64, 3), 16 * i, np.uint8) for i in range(8)],
                        fps=4)
     with load.running_server(store, threads=2, workdir=tmp_path) as base:

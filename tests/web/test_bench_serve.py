@@ -1,9 +1,15 @@
 """The serving benchmark's parts: its store, its open-loop client and its summary."""
 
+import argparse
+import json
 import threading
 import time
 
+import pytest
+
 from vidsearch.bench import serve as bench
+from vidsearch.model.source import ModelSource
+from vidsearch.runtime.exported import ExportedModel, read_exported_config
 from vidsearch.store.indexer import open_searcher
 from vidsearch.store.search import SearchOptions
 from vidsearch.video.cache import open_cache
@@ -15,7 +21,7 @@ def test_queries_are_distinct():
 
 
 def test_the_store_is_searchable_with_the_tiny_model_and_its_cache_opens(tmp_path):
-    store = bench.build_library(tmp_path, videos=50)
+    store = bench.build_library(tmp_path, videos=50, source=bench.MODELS["tiny"])
     result = open_searcher(store).search("a red circle moves left", SearchOptions(k=5))
     assert len(result.hits) == 5
     cache = open_cache(tmp_path / "cache")
@@ -55,3 +61,50 @@ def test_the_achieved_rate_counts_answers_not_sends():
     report = bench.latency_summary(_run([100.0 + i * 0.5 for i in range(1, 11)], [200] * 9 + [None], rate=10.0))
     assert (report["requests"], report["errors"], report["error_rate"]) == (10, 1, 0.1)
     assert report["achieved_rate"] == 2.0  # 9 answers in 4.5 s
+
+
+def test_by_default_the_benchmarks_serve_vit_b_32_with_random_weights():
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    args = parser.parse_args([])
+    assert args.model == "vit-b-32"
+    assert bench.MODELS[args.model] == ModelSource(backbone="ViT-B-32")  # no checkpoint, weights or pretrained tag
+    assert parser.parse_args(["--model", "tiny"]).model == "tiny"
+
+
+def _fake_export(directory, *, source_fingerprint):
+    directory.mkdir(parents=True)
+    (directory / "config.json").write_text(json.dumps({"format": "vidsearch-exported", "version": 1,
+                                                       "source_fingerprint": source_fingerprint}))
+
+
+def test_the_int8_export_in_the_workdir_is_reused_while_it_is_the_models(tmp_path, monkeypatch):
+    exports = []
+    monkeypatch.setattr(bench, "export_model",
+                        lambda model, out, *, int8: exports.append((model.fingerprint, out, int8)))
+    fingerprint = bench.MODELS["tiny"].load().fingerprint
+    _fake_export(tmp_path / "tiny-int8", source_fingerprint=fingerprint)
+    sources = bench.engine_sources("tiny", tmp_path)
+    assert sources == {"pytorch": bench.MODELS["tiny"],
+                       "onnx_int8": ModelSource(exported=str((tmp_path / "tiny-int8").resolve()))}
+    assert exports == []
+
+
+def test_an_export_of_another_model_in_the_workdir_is_replaced(tmp_path, monkeypatch):
+    exports = []
+    monkeypatch.setattr(bench, "export_model",
+                        lambda model, out, *, int8: exports.append((model.fingerprint, out, int8)))
+    _fake_export(tmp_path / "tiny-int8", source_fingerprint="0" * 64)
+    bench.engine_sources("tiny", tmp_path)
+    assert exports == [(bench.MODELS["tiny"].load().fingerprint, tmp_path / "tiny-int8", True)]
+    assert not (tmp_path / "tiny-int8").exists()  # the stale export was removed before exporting afresh
+
+
+@pytest.mark.slow
+def test_the_int8_engine_store_is_searched_with_the_int8_export(tmp_path):
+    sources = bench.engine_sources("tiny", tmp_path / "work")
+    store = bench.build_library(tmp_path / "int8", videos=50, source=sources["onnx_int8"])
+    searcher = open_searcher(store)
+    assert isinstance(searcher.encoder, ExportedModel) and searcher.encoder.precision == "int8"
+    assert searcher.encoder.fingerprint == read_exported_config(sources["onnx_int8"].exported)["fingerprint"]
+    assert len(searcher.search("a red circle moves left", SearchOptions(k=5)).hits) == 5

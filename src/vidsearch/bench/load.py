@@ -1,18 +1,21 @@
 """Load on `GET /api/search` of `vidsearch serve` over a 10 000-video store: constant rates, a saturation search, and
-the same rates while uploads are being ingested.
+the same rates while uploads are being ingested; for PyTorch and ONNX int8 in the same run.
 
-Reuses the serving benchmark's parts (`vidsearch.bench.serve`): its store, server child process (waitress,
-production settings, 127.0.0.1 only) and open-loop client (each request sent on schedule on its own thread, latency
-from the scheduled send time). Every query is distinct across the whole run, so the query cache never answers.
+Reuses the serving benchmark's parts (`vidsearch.bench.serve`): its model (`--model`: ViT-B/32 with random weights by
+default, or `tiny`), its engines (PyTorch eager, then the model's ONNX int8 export, kept in `--workdir`), a store per
+engine, server child process (waitress, production settings, 127.0.0.1 only) and open-loop client (each request sent
+on schedule on its own thread, latency from the scheduled send time). Every query is distinct across the whole run,
+so the query cache never answers.
 
 - Each rate of `--rates` is measured twice, `--seconds` each: idle, then while a logged-in session uploads a
   synthetic clip every `--upload-every` seconds through the real upload form (`POST /upload/`); the server checks
-  each upload in a child process and ingests it on its background thread (keyframes → tiny-model features → a new
+  each upload in a child process and ingests it on its background thread (keyframes → the engine's features → a new
   store version → the Searcher follows it). Before the next idle measurement the ingest queue is left to drain.
 - `--saturation` (run first, on the store as built): offered rates grow ×1.25 from the lowest of `--rates` (at most
   `--max-steps` steps of `--step-seconds`) until one is not sustained: error rate above 1 %, p95 above `--slo-ms`, or fewer answers per
   second than 95 % of the offered rate. The saturation point is the last rate sustained.
-Summary ratio: the largest p95 under uploads / p95 idle at the same rate (target ≤ 2).
+Everything above runs once per engine, on that engine's store and server.
+Summary ratio: the largest p95 under uploads / p95 idle at the same rate, over both engines (target ≤ 2).
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ DRAIN_TIMEOUT_S = 180.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    serve.add_model_arguments(parser)
     parser.add_argument("--videos", type=int, default=10_000)
     parser.add_argument("--rates", type=_rates, default=[20.0, 50.0, 100.0], help="requests per second, e.g. 20,50")
     parser.add_argument("--seconds", type=float, default=20.0, help="length of each measurement")
@@ -60,7 +64,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--slo-ms", type=float, default=250.0, help="p95 a sustained rate must stay under")
     parser.add_argument("-k", type=int, default=10, help="videos per answer")
     parser.add_argument("--threads", type=int, default=4, help="the server's request threads")
-    parser.add_argument("--workdir", type=Path, help="where the store is built (default: a temporary directory)")
 
 
 def _rates(text: str) -> list[float]:
@@ -80,28 +83,32 @@ def run(args: argparse.Namespace) -> None:
         args.videos, args.rates, args.seconds, args.step_seconds, args.max_steps = 1_000, [10.0], 5.0, 4.0, 2
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="vidsearch-bench-load-"))
     try:
-        log(f"building a {args.videos}-video store in {workdir}")
-        store = serve.build_library(workdir, videos=args.videos)
-        results = _measure_all(store, args, workdir=workdir)
+        results = {}
+        for engine, source in serve.engine_sources(args.model, workdir).items():
+            log(f"{engine}: building a {args.videos}-video store in {workdir / engine}")
+            store = serve.build_library(workdir / engine, videos=args.videos, source=source)
+            results[engine] = _measure_all(store, args, engine=engine, workdir=workdir / engine)
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
-    ratios = [r["upload_p95_ratio"] for r in results["rates"] if r.get("upload_p95_ratio") is not None]
-    worst = max(ratios, default=float("nan"))
-    summary("load", worst, videos=args.videos, rates=args.rates, seconds=args.seconds,
-            saturation_rate=results.get("saturation_rate"), target_met=bool(ratios) and worst <= 2.0)
+    ratios = {engine: max((round(r["upload_p95_ratio"], 3) for r in result["rates"] if r.get("upload_p95_ratio")),
+                          default=None) for engine, result in results.items()}
+    worst = max((ratio for ratio in ratios.values() if ratio is not None), default=float("nan"))
+    summary("load", worst, model=args.model, videos=args.videos, rates=args.rates, seconds=args.seconds,
+            saturation_rate={engine: result.get("saturation_rate") for engine, result in results.items()},
+            upload_p95_ratio=ratios, target_met=worst <= 2.0)
 
 
-def _measure_all(store: Path, args: argparse.Namespace, *, workdir: Path) -> dict[str, Any]:
+def _measure_all(store: Path, args: argparse.Namespace, *, engine: str, workdir: Path) -> dict[str, Any]:
     texts = distinct_queries()
     results: dict[str, Any] = {"rates": []}
     with running_server(store, threads=args.threads, workdir=workdir) as base:
         _warm_up(base, texts, k=args.k)
         if args.saturation:  # first, while the store is as built: uploads add segments
-            results["saturation_rate"] = find_saturation(base, texts, args)
+            results["saturation_rate"] = find_saturation(base, texts, args, engine=engine)
         uploads = upload_source(base, store, workdir) if args.upload_every > 0 else None
         for rate in args.rates:
-            results["rates"].append(_measure_rate(base, texts, rate, args, uploads))
+            results["rates"].append(_measure_rate(base, texts, rate, args, uploads, engine=engine))
     return results
 
 
@@ -135,29 +142,30 @@ def measure(base: str, texts: Iterator[str], *, rate: float, seconds: float, k: 
 
 
 def _measure_rate(base: str, texts: Iterator[str], rate: float, args: argparse.Namespace,
-                  uploads: UploadSource | None) -> dict[str, Any]:
-    log(f"{rate:g} requests/s, idle")
+                  uploads: UploadSource | None, *, engine: str) -> dict[str, Any]:
+    log(f"{engine}: {rate:g} requests/s, idle")
     idle = measure(base, texts, rate=rate, seconds=args.seconds, k=args.k)
-    emit({"bench": "load", "measure": "idle", "rate": rate, **idle})
+    emit({"bench": "load", "measure": "idle", "model": args.model, "engine": engine, "rate": rate, **idle})
     result = {"rate": rate, "idle": idle}
     if uploads is None:
         return result
-    log(f"{rate:g} requests/s, uploading a clip every {args.upload_every:g} s")
+    log(f"{engine}: {rate:g} requests/s, uploading a clip every {args.upload_every:g} s")
     busy, ingest = uploads.during(lambda: measure(base, texts, rate=rate, seconds=args.seconds, k=args.k),
                                   every_s=args.upload_every)
     ratio = busy["p95_ms"] / idle["p95_ms"] if busy["p95_ms"] and idle["p95_ms"] else None
-    emit({"bench": "load", "measure": "uploads", "rate": rate, **busy, **ingest,
-          "p95_ratio": round(ratio, 3) if ratio else None})
+    emit({"bench": "load", "measure": "uploads", "model": args.model, "engine": engine, "rate": rate, **busy,
+          **ingest, "p95_ratio": round(ratio, 3) if ratio else None})
     return {**result, "uploads": busy, "ingest": ingest, "upload_p95_ratio": ratio}
 
 
-def find_saturation(base: str, texts: Iterator[str], args: argparse.Namespace) -> float | None:
+def find_saturation(base: str, texts: Iterator[str], args: argparse.Namespace, *, engine: str) -> float | None:
     """The highest offered rate sustained (see the module docstring), growing ×1.25 from the lowest of --rates."""
     sustained, rate = None, min(args.rates)
     for _ in range(args.max_steps):
         report = measure(base, texts, rate=rate, seconds=args.step_seconds, k=args.k)
         held = is_sustained(report, rate=rate, slo_ms=args.slo_ms)
-        emit({"bench": "load", "measure": "saturation_step", "rate": rate, "sustained": held, **report})
+        emit({"bench": "load", "measure": "saturation_step", "model": args.model, "engine": engine, "rate": rate,
+              "sustained": held, **report})
         if not held:
             break
         sustained, rate = rate, round(rate * 1.25, 1)

@@ -1,12 +1,17 @@
-"""API latency of `vidsearch serve` at a constant request rate against a 10 000-video store.
+"""API latency of `vidsearch serve` at a constant request rate against a 10 000-video store, for each engine.
 
-The store holds one row per video: random unit vectors stamped with the fingerprint of the tiny random-weight model,
-whose real text encoder encodes every query; its keyframe cache manifest names one keyframe per video (the API only
-links to it). The server (waitress, production settings) runs in a child process on 127.0.0.1. An open-loop client
-sends `GET /api/search` on a fixed schedule, each request on its own thread, so a slow answer never delays the next
-send; latency counts from the scheduled send time. Every query is distinct (no query-cache hits).
-Baseline for the ratio: the same queries through `Searcher.search` in this process, without HTTP
-(ratio = HTTP p50 / in-process p50: what serving adds).
+The model (`--model`): ViT-B/32 towers with random weights (open_clip `ViT-B-32`, no pretrained weights, seed 0;
+the default, what a deployment runs) or the tiny demo-sized model (`tiny`). Each is served twice in the same run:
+PyTorch eager (`pytorch`) and its ONNX Runtime int8 export (`onnx_int8`: `vidsearch.model.export`, dynamic
+quantisation), exported once into `--workdir` and reused while it is this model's (exporting ViT-B/32 takes minutes).
+Each engine gets a store of its own: one row per video, random unit vectors stamped with the engine's fingerprint,
+so the engine's real text encoder encodes every query; its keyframe cache manifest names one keyframe per video (the
+API only links to it). The server (waitress, production settings) runs in a child process on 127.0.0.1 and loads
+the model the store names. An open-loop client sends `GET /api/search` on a fixed schedule, each request on its own
+thread, so a slow answer never delays the next send; latency counts from the scheduled send time. Every query is
+distinct within a run (no query-cache hits); both engines get the same queries.
+Per engine, `overhead`: HTTP p50 / the same queries through `Searcher.search` in this process, without HTTP.
+Summary ratio: PyTorch HTTP p50 / ONNX int8 HTTP p50 (the target is on int8).
 """
 
 from __future__ import annotations
@@ -36,12 +41,15 @@ from vidsearch import __version__
 from vidsearch.bench.common import emit, log, percentile, summary
 from vidsearch.config import FrameConfig, to_dict
 from vidsearch.fsutil import atomic_write_text
+from vidsearch.model.export import export_model
 from vidsearch.model.source import ModelSource
+from vidsearch.runtime.exported import is_exported_dir, read_exported_config
 from vidsearch.store import store as feature_store
 from vidsearch.store.store import RowMeta
 from vidsearch.video import cache
 
-TINY = ModelSource(backbone="vidsearch-tiny")
+MODELS = {"vit-b-32": ModelSource(backbone="ViT-B-32"), "tiny": ModelSource(backbone="vidsearch-tiny")}
+ENGINES = ("pytorch", "onnx_int8")
 COLOURS = ("red", "green", "blue", "yellow", "purple", "orange", "white")
 SHAPES = ("circle", "square", "triangle", "star", "diamond", "cross")
 DIRECTIONS = ("left", "right", "up", "down")
@@ -52,13 +60,20 @@ REQUEST_TIMEOUT_S = 10.0
 START_TIMEOUT_S = 300.0
 
 
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", choices=MODELS, default="vit-b-32",
+                        help="towers with random weights: ViT-B/32 (default) or the tiny demo-sized model")
+    parser.add_argument("--workdir", type=Path, help="where the stores are built and the int8 export is kept between "
+                        "runs (default: a temporary directory, removed after the run)")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_model_arguments(parser)
     parser.add_argument("--videos", type=int, default=10_000)
     parser.add_argument("--rate", type=float, default=20.0, help="requests per second")
     parser.add_argument("--seconds", type=float, default=30.0, help="how long requests are sent")
     parser.add_argument("-k", type=int, default=10, help="videos per answer")
     parser.add_argument("--threads", type=int, default=4, help="the server's request threads")
-    parser.add_argument("--workdir", type=Path, help="where the store is built (default: a temporary directory)")
 
 
 @dataclass(frozen=True)
@@ -76,9 +91,28 @@ def queries(count: int, *, seed: int = 0) -> list[str]:
     return random.Random(seed).sample(every, count)
 
 
-def build_library(root: Path, *, videos: int) -> Path:
-    """A store of `videos` random rows for the tiny model, with its keyframe cache manifest; returns the store."""
-    fingerprint, dim = _tiny_model_shape()
+def engine_sources(model: str, workdir: Path) -> dict[str, ModelSource]:
+    """Each engine's model: the PyTorch one (random weights) and its int8 export in `workdir`, exported once and
+    reused while its source fingerprint is this model's."""
+    pytorch = MODELS[model]
+    exported = workdir / f"{model}-int8"
+    loaded = pytorch.load()
+    if not (is_exported_dir(exported)
+            and read_exported_config(exported).get("source_fingerprint") == loaded.fingerprint):
+        shutil.rmtree(exported, ignore_errors=True)
+        log(f"exporting {model} to ONNX int8 in {exported} (once: kept for the next run with this --workdir)")
+        started = time.perf_counter()
+        export_model(loaded, exported, int8=True)
+        emit({"bench": "serve", "measure": "export", "model": model,
+              "seconds": round(time.perf_counter() - started, 1)})
+    return {"pytorch": pytorch, "onnx_int8": ModelSource(exported=str(exported.resolve()))}
+
+
+def build_library(root: Path, *, videos: int, source: ModelSource) -> Path:
+    """A store of `videos` random rows for the model of `source`, with its keyframe cache manifest, made afresh in
+    `root`; returns the store."""
+    shutil.rmtree(root, ignore_errors=True)
+    fingerprint, dim = _model_shape(source)
     vectors = np.random.default_rng(0).standard_normal((videos, dim)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     ids = [f"v{i:05d}" for i in range(videos)]
@@ -88,21 +122,24 @@ def build_library(root: Path, *, videos: int) -> Path:
     frames = root / "cache"
     _write_cache_manifest(frames, ids)
     feature_store.write(root / "store", {"video_feature": vectors}, fingerprint=fingerprint, rows=rows,
-                        info={"model": TINY.to_dict(), "frames": str(frames.resolve())})
+                        info={"model": source.to_dict(), "frames": str(frames.resolve())})
     return root / "store"
 
 
-def _tiny_model_shape() -> tuple[str, int]:
-    model = TINY.load()
-    return model.fingerprint, int(model.encode_texts(["a"]).shape[-1])
+def _model_shape(source: ModelSource) -> tuple[str, int]:
+    from vidsearch.store.indexer import query_encoder
+
+    encoder = query_encoder(source.load())
+    return encoder.fingerprint, int(encoder.encode(["a"]).shape[-1])
 
 
 def _write_cache_manifest(root: Path, ids: list[str]) -> None:
     """The documented keyframe cache manifest (vidsearch.video.cache), one keyframe per video, no pixels."""
     (root / cache.FRAMES_DIR).mkdir(parents=True, exist_ok=True)
-    entry = {"source": str(root / "missing.mp4"), "size": 0, "mtime": 0.0, "status": "ok", "error": None,
+    entry = {"size": 0, "mtime": 0.0, "status": "ok", "error": None,
              "duration": 8.0, "fps": 4.0, "width": 96, "height": 96, "timestamps": [0.0], "moments": []}
-    videos = {video_id: {**entry, "id": video_id, "frames": [f"{cache.FRAMES_DIR}/{video_id}/0000.jpg"]}
+    videos = {video_id: {**entry, "id": video_id, "source": str(root / "missing" / f"{video_id}.mp4"),
+                         "frames": [f"{cache.FRAMES_DIR}/{video_id}/0000.jpg"]}  # a source per video, as a cache has
               for video_id in ids}
     manifest = {"format": cache.FORMAT, "version": 1, "vidsearch": __version__,  # version 1: entries inline
                 "settings": to_dict(FrameConfig()), "videos": videos}
@@ -205,20 +242,32 @@ def run(args: argparse.Namespace) -> None:
     texts = queries(count + 50)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="vidsearch-bench-serve-"))
     try:
-        log(f"building a {videos}-video store in {workdir}")
-        store = build_library(workdir, videos=videos)
-        baseline = in_process_ms(store, texts[count:], k=args.k)
-        emit({"bench": "serve", "measure": "in_process", "videos": videos, "queries": len(baseline),
-              "p50_ms": round(percentile(baseline, 50), 2), "p95_ms": round(percentile(baseline, 95), 2)})
-        http = _measure_http(store, texts, args, count=count, workdir=workdir)
+        results = {engine: _measure_engine(engine, source, workdir / engine, texts, args, videos=videos, count=count)
+                   for engine, source in engine_sources(args.model, workdir).items()}
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
-    emit({"bench": "serve", "measure": "http", "videos": videos, "rate": args.rate, "k": args.k, **http})
-    ratio = http["p50_ms"] / percentile(baseline, 50) if http["p50_ms"] else float("inf")
-    summary("serve", ratio, videos=videos, rate=args.rate, p50_ms=http["p50_ms"], p95_ms=http["p95_ms"],
-            p99_ms=http["p99_ms"], error_rate=http["error_rate"],
-            target_met=bool(http["p50_ms"] is not None and http["p50_ms"] <= TARGET_P50_MS and not http["errors"]))
+    int8, pytorch = results["onnx_int8"], results["pytorch"]
+    ratio = pytorch["p50_ms"] / int8["p50_ms"] if pytorch["p50_ms"] and int8["p50_ms"] else float("nan")
+    summary("serve", ratio, baseline="PyTorch HTTP p50", model=args.model, videos=videos, rate=args.rate,
+            **{key: {engine: result[key] for engine, result in results.items()}
+               for key in ("p50_ms", "p95_ms", "p99_ms", "error_rate", "achieved_rate", "overhead")},
+            target_met=bool(int8["p50_ms"] is not None and int8["p50_ms"] <= TARGET_P50_MS and not int8["errors"]))
+
+
+def _measure_engine(engine: str, source: ModelSource, root: Path, texts: list[str], args: argparse.Namespace, *,
+                    videos: int, count: int) -> dict[str, Any]:
+    log(f"{engine}: building a {videos}-video store in {root}")
+    store = build_library(root, videos=videos, source=source)
+    baseline = in_process_ms(store, texts[count:], k=args.k)
+    emit({"bench": "serve", "measure": "in_process", "model": args.model, "engine": engine, "videos": videos,
+          "queries": len(baseline), "p50_ms": round(percentile(baseline, 50), 2),
+          "p95_ms": round(percentile(baseline, 95), 2)})
+    http = _measure_http(store, texts, args, count=count, workdir=root)
+    http["overhead"] = round(http["p50_ms"] / percentile(baseline, 50), 3) if http["p50_ms"] else None
+    emit({"bench": "serve", "measure": "http", "model": args.model, "engine": engine, "videos": videos,
+          "rate": args.rate, "k": args.k, **http})
+    return http
 
 
 def _measure_http(store: Path, texts: list[str], args: argparse.Namespace, *, count: int,

@@ -464,16 +464,19 @@ def open_searcher(store_dir: str | Path, *, precision: str = "fp32", model: str 
 
 
 def index_into(task: dict) -> dict:
-    """`run_isolated` target: add the store's keyframe cache's new videos with the store's own model.
+    """`run_isolated` target: add the store's keyframe cache's new videos with the store's own model, or with the
+    exported model directory `task["model"]` the server runs (`serve --model DIR`: refused unless it has the store's
+    fingerprint); the store keeps recording its own model either way.
 
-    `task`: {"store": dir, "records": [VideoRecord JSON, ...]}. Encoding in a child process keeps a web server's
-    request threads free while an upload is ingested.
+    `task`: {"store": dir, "records": [VideoRecord JSON, ...], "model": dir (optional)}. Encoding in a child process
+    keeps a web server's request threads free while an upload is ingested.
     """
     store_dir = task["store"]
     info = Store.open(store_dir).info
     source = ModelSource.from_dict(info["model"])
+    encoder = ModelSource(exported=task["model"]) if task.get("model") else source
     records = [VideoRecord(**record) for record in task.get("records", [])]
-    report = index_cache(model=_loaded(source), source=source, cache_dir=info["frames"], store_dir=store_dir,
+    report = index_cache(model=_loaded(encoder), source=source, cache_dir=info["frames"], store_dir=store_dir,
                          records=records)
     for warning in report.warnings:
         log.warning("%s", warning)

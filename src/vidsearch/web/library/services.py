@@ -28,7 +28,7 @@ from vidsearch.fsutil import fsync_dir
 from vidsearch.video.cache import extract_into
 from vidsearch.video.workers import IsolatedWorker
 from vidsearch.web.library import jobs
-from vidsearch.web.library.engine import get_library
+from vidsearch.web.library.engine import Library, get_library
 from vidsearch.web.library.models import Category, UploadJob, VideoClip, display_title
 from vidsearch.web.library.videocheck import check_video
 
@@ -226,11 +226,20 @@ def _ingest(job: UploadJob) -> str:
     video_id = extracted["video_id"]
     _set_status(job, UploadJob.Status.INDEXING, video_id=video_id)
     record = _record_of(job, path)
-    _in_child(index_into, {"store": str(library.store.path), "records": [record.to_json()]})
+    _in_child(index_into, {"store": str(library.store.path), "records": [record.to_json()], **_served_model(library)})
     load_captions(records=[record])
     VideoClip.objects.filter(video_id=video_id).update(title=job.title)
     library.refresh()
     return video_id
+
+
+def _served_model(library: Library) -> dict[str, str]:
+    """The exported model directory the server searches with (`serve --model DIR`), so uploads are encoded by the
+    same model (no torch needed) rather than the store's own; nothing when it runs the store's own PyTorch model."""
+    from vidsearch.runtime.exported import ExportedModel
+
+    model = library.model
+    return {"model": str(model.directory)} if isinstance(model, ExportedModel) else {}
 
 
 def _record_of(job: UploadJob, path: Path) -> VideoRecord:
