@@ -27,7 +27,7 @@ def search(request: HttpRequest) -> JsonResponse:
         return error_response(request, status=400, message=errors_text(form), fields=form.errors.get_json_data())
     data = form.cleaned_data
     result = selectors.search_videos(query=data["q"], k=data["k"], mode=data["mode"], threshold=data["threshold"],
-                                     category=data["category"])
+                                     category=data["category"], min_confidence=data["min_confidence"])
     return JsonResponse(presenters.api_search(result))
 
 

@@ -27,6 +27,7 @@ class SearchForm(forms.Form):
     text = forms.CharField(required=False, max_length=8)  # the seed's text-match mode, a switch
     k = forms.IntegerField(required=False, min_value=1, max_value=settings.VIDSEARCH_MAX_K)
     threshold = forms.FloatField(required=False, min_value=-1.0, max_value=1.0)
+    min_confidence = forms.FloatField(required=False, min_value=0.0, max_value=1.0)
     category = forms.CharField(required=False, strip=False, max_length=100)
 
     def clean_q(self) -> str:
@@ -46,7 +47,7 @@ class ApiSearchForm(SearchForm):
     """`GET /api/search`: `q` is required; `mode` picks vector, caption (text) or hybrid search."""
 
     mode = forms.ChoiceField(required=False, choices=MODES)
-    TYPED = ("k", "threshold", "mode")  # an API parameter given must have a value (a page's empty field is absent)
+    TYPED = ("k", "threshold", "min_confidence", "mode")  # an API parameter given must have a value (a page's empty field is absent)
 
     def clean_q(self) -> str:
         query = super().clean_q()

@@ -36,6 +36,8 @@ def _search_parameters() -> list[dict[str, Any]]:
         _query("k", f"videos to return (default {settings.VIDSEARCH_DEFAULT_K})",
                {"type": "integer", "minimum": 1, "maximum": settings.VIDSEARCH_MAX_K}),
         _query("threshold", "minimum cosine similarity of a moment", {"type": "number", "minimum": -1, "maximum": 1}),
+        _query("min_confidence", "minimum confidence of a moment (0: none, 0.5: medium or better, 0.8: high)",
+               {"type": "number", "minimum": 0, "maximum": 1}),
         _query("category", "only videos of this category", {"type": "string", "maxLength": 100, "pattern": NO_NUL}),
         _query("mode", "vector: CLIP similarity; text: caption substring match; hybrid: both, fused",
                {"type": "string", "enum": ["vector", "text", "hybrid"], "default": "vector"}),
@@ -43,12 +45,18 @@ def _search_parameters() -> list[dict[str, Any]]:
 
 
 def _schemas() -> dict[str, Any]:
-    moment = {"type": "object", "required": ["start", "end", "score", "label", "thumbnail_url", "player_url"],
+    confidence = {"type": "number", "minimum": 0, "maximum": 1}
+    moment = {"type": "object",
+              "required": ["start", "end", "score", "confidence", "label", "thumbnail_url", "player_url"],
               "properties": {"start": NULLABLE_NUMBER, "end": NULLABLE_NUMBER, "score": {"type": "number"},
+                             "confidence": confidence,
                              "label": {"type": "string"}, "thumbnail_url": {"type": "string"},
                              "player_url": {"type": "string"}}}
     hit_fields = {"video_id": {"type": "string"}, "category": NULLABLE_STRING, "score": NULLABLE_NUMBER,
-                  "fused_score": NULLABLE_NUMBER, "text_match": {"type": "boolean"},
+                  "fused_score": NULLABLE_NUMBER,
+                  "confidence": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
+                  "confidence_label": {"type": ["string", "null"], "enum": ["high", "medium", "low", None]},
+                  "text_match": {"type": "boolean"},
                   "matched_moments": {"type": "integer", "minimum": 0}, "thumbnail_url": {"type": "string"},
                   "player_url": {"type": "string"}, "video_url": {"type": "string"},
                   "moments": {"type": "array", "items": {"$ref": "#/components/schemas/Moment"}}}
@@ -57,6 +65,7 @@ def _schemas() -> dict[str, Any]:
     result_fields = {
         "query": {"type": "string"}, "mode": {"type": "string", "enum": ["vector", "text", "hybrid"]},
         "hits": {"type": "array", "items": {"$ref": "#/components/schemas/Hit"}},
+        "confident": {"type": "boolean", "description": "some hit is a medium or high confidence match"},
         "text_matches": {"type": "array", "items": {"$ref": "#/components/schemas/TextMatch"}},
         "store_version": {"type": "integer"}, "index": NULLABLE_STRING, "cached_query": {"type": "boolean"},
         "timings_ms": {"type": "object", "additionalProperties": {"type": "number"}}}

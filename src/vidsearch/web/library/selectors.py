@@ -54,8 +54,9 @@ def library_size() -> int:
 
 
 def search_videos(*, query: str, k: int, mode: SearchMode = "vector", threshold: float | None = None,
-                  category: str | None = None) -> SearchResult:
-    return get_library().search(query, SearchOptions(k=k, mode=mode, threshold=threshold, category=category))
+                  category: str | None = None, min_confidence: float | None = None) -> SearchResult:
+    return get_library().search(query, SearchOptions(k=k, mode=mode, threshold=threshold, category=category,
+                                                     min_confidence=min_confidence))
 
 
 def caption_matches(*, query: str, limit: int) -> CaptionMatches:

@@ -47,10 +47,11 @@ def _random_search(request: HttpRequest, data: dict[str, Any]) -> HttpResponse:
 
 def _results(data: dict[str, Any]) -> dict[str, Any]:
     result = selectors.search_videos(query=data["q"], k=data["k"], threshold=data["threshold"],
-                                     category=data["category"])
+                                     category=data["category"], min_confidence=data["min_confidence"])
     state = presenters.state_of(data)
     captions = selectors.caption_matches(query=data["q"], limit=data["k"]) if data["text"] else None
     return {"result": result, "hits": presenters.present_hits(result, state=state), "captions": captions,
+            "nearest_only": not result.confident,
             "state": state, "categories": selectors.categories(), "searched": True,
             "k_choices": sorted({*K_CHOICES, data["k"]})}
 
