@@ -81,10 +81,11 @@ def test_search_into_a_closed_pipe_ends_quietly(tmp_path):
     """`vidsearch search ... | head`: the reader goes away; no BrokenPipeError traceback, SIGPIPE's status."""
     child = textwrap.dedent("""
         import sys, types
-        hit = types.SimpleNamespace(moments=[], score=0.5, video_id="clip", category=None)
-        result = types.SimpleNamespace(hits=[hit] * 5000, query="q", index="flat", timings_ms={"search": 1.0})
+        hit = types.SimpleNamespace(moments=[], score=0.5, video_id="clip", category=None, confidence_label="low")
+        result = types.SimpleNamespace(hits=[hit] * 5000, query="q", index="flat", timings_ms={"search": 1.0},
+                                       confident=False)
         indexer = types.ModuleType("vidsearch.store.indexer")  # a stand-in: no model, no torch to import
-        indexer.open_searcher = lambda store: types.SimpleNamespace(search=lambda query, options: result)
+        indexer.open_searcher = lambda store, **kwargs: types.SimpleNamespace(search=lambda query, options: result)
         sys.modules["vidsearch.store.indexer"] = indexer
         from vidsearch.cli import main
         sys.exit(main(["search", "a dog", "--store", "store"]))
@@ -203,8 +204,9 @@ def test_index_summary_counts_in_words_and_says_when_nothing_changed():
 def test_search_output_counts_one_video_in_the_singular():
     import types
 
-    hit = types.SimpleNamespace(moments=[], score=0.5, video_id="clip", category=None)
-    result = types.SimpleNamespace(hits=[hit], query="a dog", index="flat", timings_ms={"search": 1.0})
+    hit = types.SimpleNamespace(moments=[], score=0.5, video_id="clip", category=None, confidence_label="high")
+    result = types.SimpleNamespace(hits=[hit], query="a dog", index="flat", timings_ms={"search": 1.0},
+                                   confident=True)
     assert _format_hits(result).splitlines()[0] == "1 video for 'a dog' (flat, 1.0 ms)"
 
 

@@ -492,12 +492,17 @@ def _ingest_run(args: argparse.Namespace) -> int:
 
 
 def _search_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("query", help="a sentence describing what to find")
+    parser.add_argument("query", nargs="?", help="a sentence describing what to find (or --image)")
+    parser.add_argument("--image", metavar="PATH",
+                        help="search by an example image instead of a sentence (any format Pillow reads; encoded as a "
+                             "one-frame video; vector mode)")
     parser.add_argument("--store", required=True, help="feature store directory (from `vidsearch index`)")
     parser.add_argument("-k", type=int, default=10, help="number of videos to return")
     parser.add_argument("--mode", choices=["vector", "text", "hybrid"], default="vector",
                         help="vector: CLIP similarity; text: caption substring match; hybrid: both, fused")
     parser.add_argument("--threshold", type=float, help="minimum cosine similarity of a moment")
+    parser.add_argument("--min-confidence", type=float,
+                        help="minimum confidence of a moment, 0 to 1 (0.5: possible match or better, 0.8: good match)")
     parser.add_argument("--category", help="only videos of this category")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     _add_exported_model_arg(parser)
@@ -511,16 +516,44 @@ def _search_run(args: argparse.Namespace) -> int:
     from vidsearch.store.search import SearchOptions
     from vidsearch.store.store import StoreError
 
-    if not args.query.strip() or args.k < 1:
+    if (args.query is None) == (args.image is None):
+        raise UserError("give a query sentence or --image PATH (one of them)")
+    if (args.query is not None and not args.query.strip()) or args.k < 1:
         raise UserError("the query must not be empty and -k must be at least 1")
+    if args.min_confidence is not None and not 0 <= args.min_confidence <= 1:
+        raise UserError("--min-confidence must be between 0 and 1")
+    image = _read_image_arg(args.image) if args.image is not None else None
     model = _exported_model_arg(args.model)
+    options = SearchOptions(k=args.k, mode=args.mode, threshold=args.threshold, category=args.category,
+                            min_confidence=args.min_confidence)
     try:
-        result = open_searcher(args.store, model=model).search(args.query, SearchOptions(
-            k=args.k, mode=args.mode, threshold=args.threshold, category=args.category))
+        searcher = open_searcher(args.store, model=model)
+        if image is None:
+            result = searcher.search(args.query, options)
+        else:
+            from vidsearch.store.indexer import encode_image
+
+            vector = encode_image(getattr(searcher.encoder, "model", searcher.encoder), image)
+            result = searcher.search_example(vector, options, query=f"image {Path(args.image).name}")
     except (StoreError, ExportedModelError, ValueError) as error:
         raise UserError(str(error)) from None
     print(json.dumps(result.to_dict(), indent=2) if args.json else _format_hits(result))
     return 0
+
+
+def _read_image_arg(path: str):
+    """--image PATH → RGB pixels, or a one-line UserError (missing, too large, not an image)."""
+    from vidsearch.video.stills import MAX_IMAGE_BYTES, ImageRejected, decode_image
+
+    try:
+        size = Path(path).stat().st_size
+        if size > MAX_IMAGE_BYTES:
+            raise UserError(f"--image {path}: {size} bytes, the limit is {MAX_IMAGE_BYTES}")
+        return decode_image(Path(path).read_bytes())
+    except OSError as error:
+        raise UserError(f"--image {path}: {error.strerror or error}") from None
+    except ImageRejected as error:
+        raise UserError(f"--image {path}: {error}") from None
 
 
 def _exported_model_arg(value: str | None) -> str | None:
@@ -608,11 +641,15 @@ def _listen_error(host: str, port: int, error: OSError) -> UserError:
 def _format_hits(result) -> str:
     took_ms = sum(result.timings_ms.values())
     lines = [f"{_count(len(result.hits), 'video')} for {result.query!r} ({result.index}, {took_ms:.1f} ms)"]
+    if result.hits and not result.confident:
+        lines.append("no confident match: the library may not hold it; the nearest videos are shown")
     for rank, hit in enumerate(result.hits, 1):
         moment = hit.moments[0] if hit.moments else None
         span = f" {moment.start:.1f}–{moment.end:.1f} s" if moment and moment.start is not None else ""
         score = f"{hit.score:.3f}" if hit.score is not None else "  -  "
-        lines.append(f"{rank:3d}. {score}  {hit.video_id}{span}" + (f"  [{hit.category}]" if hit.category else ""))
+        confidence = f"  {hit.confidence_label} confidence" if hit.confidence_label else ""
+        lines.append(f"{rank:3d}. {score}  {hit.video_id}{span}" + (f"  [{hit.category}]" if hit.category else "")
+                     + confidence)
     return "\n".join(lines)
 
 

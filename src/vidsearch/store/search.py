@@ -6,9 +6,13 @@ exactly or through the store's persisted FAISS indexes, see `index.py`) are grou
 Hybrid mode also matches the query as a case-insensitive substring of the videos' captions (the seed's text-match
 mode) and can fuse both rankings by reciprocal rank fusion.
 
-Every moment carries a confidence in [0, 1]: how far its cosine stands above what the same row scores against a bank
-of generic captions (`NULL_CAPTIONS`, encoded once per Searcher), as a z-score through a logistic
-(`confidence_of`; contract in docs/contracts.md, "Search").
+A query can also be an example: a vector of the video space (an image encoded as a one-frame video, a stored moment:
+`search_example`).
+
+Every moment carries a confidence in [0, 1]: how far its cosine stands above what the same row scores against a null
+bank — generic captions (`NULL_CAPTIONS`, encoded once per Searcher) for a text query, the stored vectors of rows
+spread over the store for an example — as a z-score through a logistic (`confidence_of`; contract in
+docs/contracts.md, "Search").
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ NULL_CAPTIONS = (
     "a drawing",
 )
 NULL_Z_MIDPOINT = 3.0  # z-score over the row's null where confidence is 0.5 (fitted on the demo, docs/contracts.md)
+NULL_EXAMPLE_ROWS = 50  # an example query's null bank: this many stored rows, evenly spaced over the store
 HIGH_CONFIDENCE = 0.8
 CONFIDENT = 0.5  # at or above: "medium"; below: "low", not a confident match
 
@@ -78,6 +83,7 @@ class SearchOptions:
     moments_per_video: int = 3
     rrf_k: int = RRF_K
     min_confidence: float | None = None  # minimum confidence of a moment, in [0, 1]
+    exclude_video: str | None = None  # never return this video (more like one of its moments)
 
 
 @dataclass(frozen=True)
@@ -208,12 +214,32 @@ class Searcher:
             self.store.check_files()
             vector, cached = _timed(timings, "encode", lambda: self.encode(query))
             index = index_for(self.store, self.array, options.index)
-            hits = _timed(timings, "vector", lambda: self._vector_hits(index, vector, options))
+            null = self._caption_bank()
+            hits = _timed(timings, "vector", lambda: self._vector_hits(index, vector, null, options))
             index_kind = index.kind
         if options.mode == "hybrid":
-            hits = self._hybrid(hits, text_matches, vector, options)
+            hits = self._hybrid(hits, text_matches, vector, null, options)
         timings["total"] = (time.perf_counter() - started) * 1e3
         return SearchResult(query, options.mode, hits, text_matches, self.store.version, index_kind, cached,
+                            {name: round(ms, 3) for name, ms in timings.items()})
+
+    def search_example(self, vector: np.ndarray, options: SearchOptions = SearchOptions(), *,
+                       query: str) -> SearchResult:
+        """Vector search with a vector of the video space [D] as the query (an image's, a stored moment's); `query`
+        names it in the result. Confidence against the stored vectors of rows spread over the store."""
+        if options.mode != "vector":
+            raise ValueError(f"mode {options.mode!r}: an example query searches vectors only (mode vector)")
+        started = time.perf_counter()
+        self.store.check_files()
+        vector = l2_normalised(np.asarray(vector, dtype=np.float32)[None])[0]
+        index = index_for(self.store, self.array, options.index)
+        store = self.store
+        rows = np.unique(np.linspace(0, len(store) - 1, min(NULL_EXAMPLE_ROWS, len(store))).astype(np.int64))
+        null = l2_normalised(stored_vectors(store, self.array, rows))
+        timings: dict[str, float] = {}
+        hits = _timed(timings, "vector", lambda: self._vector_hits(index, vector, null, options))
+        timings["total"] = (time.perf_counter() - started) * 1e3
+        return SearchResult(query, "vector", hits, [], store.version, index.kind, False,
                             {name: round(ms, 3) for name, ms in timings.items()})
 
     def encode(self, query: str) -> tuple[np.ndarray, bool]:
@@ -232,12 +258,17 @@ class Searcher:
                 self._vectors.popitem(last=False)
         return vector, False
 
-    def confidences(self, scores: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        """Confidence of each (cosine, store row): the cosine's z-score over that row's cosines with NULL_CAPTIONS."""
+    def _caption_bank(self) -> np.ndarray:
+        """NULL_CAPTIONS encoded [B, D] (once)."""
         if self._null_bank is None:
             self._null_bank = l2_normalised(np.asarray(self.encoder.encode(list(NULL_CAPTIONS)), dtype=np.float32))
-        null = _exact_scores(self.store, self.array, rows, self._null_bank)
-        return confidence_of((scores - null.mean(axis=0)) / np.maximum(null.std(axis=0), 1e-6))
+        return self._null_bank
+
+    def confidences(self, scores: np.ndarray, rows: np.ndarray, null: np.ndarray) -> np.ndarray:
+        """Confidence of each (cosine, store row): the cosine's z-score over that row's cosines with the null bank
+        `null` [B, D]."""
+        null_scores = _exact_scores(self.store, self.array, rows, null)
+        return confidence_of((scores - null_scores.mean(axis=0)) / np.maximum(null_scores.std(axis=0), 1e-6))
 
     def text_matches(self, query: str, options: SearchOptions) -> list[TextMatch]:
         """Videos with a caption containing the query (case-insensitive), most matching captions first."""
@@ -252,25 +283,27 @@ class Searcher:
         matches.sort(key=lambda match: -len(match.captions))
         return matches[: options.k]
 
-    def _vector_hits(self, index: Any, vector: np.ndarray, options: SearchOptions) -> list[VideoHit]:
+    def _vector_hits(self, index: Any, vector: np.ndarray, null: np.ndarray,
+                     options: SearchOptions) -> list[VideoHit]:
         """Top rows grouped into videos; widens the candidate rows until k videos pass the filters."""
         total = len(index)
         candidates = min(total, max(10 * options.k, 100))
         while True:
             scores, rows = index.search(vector[None], candidates)
-            hits = self._group(scores[0], rows[0], options)
+            hits = self._group(scores[0], rows[0], null, options)
             below = options.threshold is not None and len(scores[0]) and scores[0][-1] < options.threshold
             if len(hits) >= options.k or candidates >= total or below:
                 return hits[: options.k]
             candidates = min(total, 4 * candidates)
 
-    def _group(self, scores: np.ndarray, rows: np.ndarray, options: SearchOptions) -> list[VideoHit]:
+    def _group(self, scores: np.ndarray, rows: np.ndarray, null: np.ndarray,
+               options: SearchOptions) -> list[VideoHit]:
         videos = self.store.videos()
         keep = rows >= 0
         if options.threshold is not None:
             keep &= scores >= options.threshold
         scores, rows = scores[keep], rows[keep]
-        confidences = self.confidences(scores, rows)
+        confidences = self.confidences(scores, rows, null)
         if options.min_confidence is not None:
             passing = confidences >= options.min_confidence
             scores, rows, confidences = scores[passing], rows[passing], confidences[passing]
@@ -279,12 +312,12 @@ class Searcher:
         for score, confidence, video_id, start, end, thumbnail in zip(
                 scores.tolist(), confidences.tolist(), table["video_id"], table["start"], table["end"],
                 table["thumbnail"]):
-            if options.category is None or videos[video_id].category == options.category:
+            if options.category in (None, videos[video_id].category) and video_id != options.exclude_video:
                 moments.setdefault(video_id, []).append(Moment(start, end, score, thumbnail, confidence))
         return [_video_hit(video_id, videos[video_id].category, found, len(found), options)
                 for video_id, found in moments.items()]
 
-    def _hybrid(self, hits: list[VideoHit], matches: list[TextMatch], vector: np.ndarray,
+    def _hybrid(self, hits: list[VideoHit], matches: list[TextMatch], vector: np.ndarray, null: np.ndarray,
                 options: SearchOptions) -> list[VideoHit]:
         matched = {match.video_id for match in matches}
         for hit in hits:
@@ -295,16 +328,17 @@ class Searcher:
         by_id = {hit.video_id: hit for hit in hits}
         result = []
         for video_id, score in list(fused.items())[: options.k]:
-            hit = by_id.get(video_id) or self._caption_only_hit(video_id, vector, options)
+            hit = by_id.get(video_id) or self._caption_only_hit(video_id, vector, null, options)
             hit.fused_score = score
             result.append(hit)
         return result
 
-    def _caption_only_hit(self, video_id: str, vector: np.ndarray, options: SearchOptions) -> VideoHit:
+    def _caption_only_hit(self, video_id: str, vector: np.ndarray, null: np.ndarray,
+                          options: SearchOptions) -> VideoHit:
         """A hit for a video found only by its captions: its moments scored exactly, none counted as matched."""
         rows = self.store.rows_of(video_id)
         scores = _exact_scores(self.store, self.array, rows, vector)
-        confidences = self.confidences(scores, rows)
+        confidences = self.confidences(scores, rows, null)
         table = self.store.rows.take(rows)
         moments = [Moment(start, end, score, thumbnail, confidence) for score, confidence, start, end, thumbnail in
                    sorted(zip(scores.tolist(), confidences.tolist(), table["start"], table["end"],
@@ -323,18 +357,24 @@ def _video_hit(video_id: str, category: str | None, moments: list[Moment], match
                     confidence=best.confidence if best else None)
 
 
-def _exact_scores(store: Store, array: str, rows: np.ndarray, vectors: np.ndarray) -> np.ndarray:
-    """Cosines of the query vector(s) ([D], or [Q, D] → [Q, len(rows)]) with the rows at store positions `rows`,
-    read segment by segment."""
-    queries = np.atleast_2d(vectors)
-    scores = np.empty((len(queries), len(rows)), dtype=np.float32)
-    for segment in store.segments:
-        inside = (rows >= segment.offset) & (rows < segment.offset + segment.live_rows)
+def stored_vectors(store: Store, array: str, rows: np.ndarray) -> np.ndarray:
+    """The stored vectors [len(rows), D] at store positions `rows`, read segment by segment."""
+    parts = [(rows >= s.offset) & (rows < s.offset + s.live_rows) for s in store.segments]
+    width = store.segments[0].array(array).shape[1]
+    vectors = np.empty((len(rows), width), dtype=np.float32)
+    for segment, inside in zip(store.segments, parts):
         if inside.any():
-            local = segment.locals_of(rows[inside])
-            stored = segment.array(array)[local]
-            scores[:, inside] = queries @ stored.T / np.maximum(np.linalg.norm(stored, axis=1), 1e-12)
-    return scores if vectors.ndim == 2 else scores[0]
+            vectors[inside] = segment.array(array)[segment.locals_of(rows[inside])]
+    return vectors
+
+
+def _exact_scores(store: Store, array: str, rows: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    """Cosines of the query vector(s) ([D], or [Q, D] → [Q, len(rows)]) with the rows at store positions `rows`."""
+    if not len(rows):
+        return np.empty((len(vectors), 0) if vectors.ndim == 2 else (0,), dtype=np.float32)
+    stored = stored_vectors(store, array, rows)
+    scores = np.atleast_2d(vectors) @ stored.T / np.maximum(np.linalg.norm(stored, axis=1), 1e-12)
+    return (scores if vectors.ndim == 2 else scores[0]).astype(np.float32, copy=False)
 
 
 def reciprocal_rank_fusion(rankings: list[list[str]], k: int = RRF_K) -> dict[str, float]:

@@ -6,12 +6,15 @@ from typing import Callable
 
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_GET
+from django.conf import settings
+from django.views.decorators.http import require_GET, require_POST
 
 from vidsearch.web.library import openapi, presenters, selectors
 from vidsearch.web.library.engine import LibraryUnavailable, get_library
 from vidsearch.web.library.errors import error_response
-from vidsearch.web.library.forms import ApiSearchForm, errors_text
+from vidsearch.web.library.forms import ApiSearchForm, ImageSearchForm, errors_text
+from vidsearch.web.library.middleware import too_large
+from vidsearch.video.stills import ImageRejected
 
 
 def read_only(view: Callable[..., JsonResponse]) -> Callable[..., JsonResponse]:
@@ -28,6 +31,24 @@ def search(request: HttpRequest) -> JsonResponse:
     data = form.cleaned_data
     result = selectors.search_videos(query=data["q"], k=data["k"], mode=data["mode"], threshold=data["threshold"],
                                      category=data["category"], min_confidence=data["min_confidence"])
+    return JsonResponse(presenters.api_search(result))
+
+
+@csrf_exempt  # changes nothing: like the GET views, no session state is read or written
+@require_POST
+def search_image(request: HttpRequest) -> JsonResponse:
+    form = ImageSearchForm(request.POST, request.FILES)
+    if not form.is_valid():
+        return error_response(request, status=400, message=errors_text(form), fields=form.errors.get_json_data())
+    data = form.cleaned_data
+    image = data["image"]
+    if image.size > settings.VIDSEARCH_MAX_IMAGE_BYTES:
+        return too_large(request, limit=settings.VIDSEARCH_MAX_IMAGE_BYTES)
+    try:
+        result = selectors.search_image(data=image.read(), name=image.name, k=data["k"], threshold=data["threshold"],
+                                        category=data["category"], min_confidence=data["min_confidence"])
+    except ImageRejected as error:
+        return error_response(request, status=400, message=f"image: {error}")
     return JsonResponse(presenters.api_search(result))
 
 

@@ -67,6 +67,12 @@ class ApiSearchForm(SearchForm):
         return self.cleaned_data["mode"] or "vector"
 
 
+class ImageSearchForm(SearchForm):
+    """Search by an example image (`POST /api/search/image`, the page's image search): the image and the filters."""
+
+    image = forms.FileField(allow_empty_file=False)
+
+
 class PlayerForm(SearchForm):
     """The player page: the moment to start at and mark, plus the search it came from (for the back link)."""
 

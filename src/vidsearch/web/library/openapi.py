@@ -44,6 +44,22 @@ def _search_parameters() -> list[dict[str, Any]]:
     ]
 
 
+def _image_search_body() -> dict[str, Any]:
+    limit_mb = settings.VIDSEARCH_MAX_IMAGE_BYTES / 2**20
+    fields = {
+        "image": {"type": "string", "format": "binary",
+                  "description": f"the example image: any format Pillow reads, at most {limit_mb:g} MB and "
+                                 f"{settings.VIDSEARCH_MAX_IMAGE_PIXELS} pixels"},
+        "k": {"type": "integer", "minimum": 1, "maximum": settings.VIDSEARCH_MAX_K},
+        "threshold": {"type": "number", "minimum": -1, "maximum": 1},
+        "min_confidence": {"type": "number", "minimum": 0, "maximum": 1},
+        "category": {"type": "string", "maxLength": 100, "pattern": NO_NUL},
+    }
+    return {"required": True, "content": {"multipart/form-data": {
+        "schema": {"type": "object", "required": ["image"], "properties": fields},
+        "encoding": {"image": {"contentType": "image/png, image/jpeg, image/*"}}}}}
+
+
 def _schemas() -> dict[str, Any]:
     confidence = {"type": "number", "minimum": 0, "maximum": 1}
     moment = {"type": "object",
@@ -104,6 +120,14 @@ def description() -> dict[str, Any]:
                 "operationId": "search", "summary": "Videos (and their best moments) matching a sentence",
                 "parameters": _search_parameters(),
                 "responses": {"200": _ok("hits, best first", "SearchResult"), "400": _error("invalid parameters"),
+                              "503": _error("no store to search")}}},
+            "/api/search/image": {"post": {
+                "operationId": "searchImage",
+                "summary": "Videos (and their best moments) like an example image, encoded as a one-frame video",
+                "requestBody": _image_search_body(),
+                "responses": {"200": _ok("hits, best first", "SearchResult"),
+                              "400": _error("invalid parameters, or a file that is not a decodable image"),
+                              "413": _error("the image is over the size limit"),
                               "503": _error("no store to search")}}},
             "/api/videos/{video_id}": {"get": {
                 "operationId": "video", "summary": "One video: category, captions, moments, file URLs",

@@ -11,10 +11,11 @@ from django.contrib.auth.decorators import login_required
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_GET, require_http_methods
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from vidsearch.web.library import presenters, selectors, services
-from vidsearch.web.library.forms import LoginForm, PlayerForm, SearchForm, UploadForm
+from vidsearch.video.stills import ImageRejected
+from vidsearch.web.library.forms import ImageSearchForm, LoginForm, PlayerForm, SearchForm, UploadForm
 from vidsearch.web.library.middleware import too_large
 from vidsearch.web.library.streaming import content_type_of, open_recorded, ranged_file_response
 
@@ -54,6 +55,31 @@ def _results(data: dict[str, Any]) -> dict[str, Any]:
             "nearest_only": not result.confident,
             "state": state, "categories": selectors.categories(), "searched": True,
             "k_choices": sorted({*K_CHOICES, data["k"]})}
+
+
+@require_POST
+def search_image(request: HttpRequest) -> HttpResponse:
+    """The image chosen beside the search box: its results on the search page (filters as the text search's)."""
+    form = ImageSearchForm(request.POST, request.FILES)
+    if not form.is_valid():
+        return render(request, "library/home.html", {"form": form}, status=400)
+    data, image = form.cleaned_data, form.cleaned_data["image"]
+    if image.size > settings.VIDSEARCH_MAX_IMAGE_BYTES:
+        return too_large(request, limit=settings.VIDSEARCH_MAX_IMAGE_BYTES)
+    try:
+        result = selectors.search_image(data=image.read(), name=image.name, k=data["k"], threshold=data["threshold"],
+                                        category=data["category"], min_confidence=data["min_confidence"])
+    except ImageRejected as error:
+        form.add_error("image", str(error))
+        return render(request, "library/home.html", {"form": form}, status=400)
+    return _example_results(request, form, result)
+
+
+def _example_results(request: HttpRequest, form: SearchForm, result: Any) -> HttpResponse:
+    """The search page with the results of an example query (an image)."""
+    return render(request, "library/home.html", {
+        "form": form, "result": result, "hits": presenters.present_hits(result, state={}), "searched": True,
+        "by_example": True, "query_label": result.query, "nearest_only": not result.confident})
 
 
 @require_GET
