@@ -71,3 +71,23 @@ def test_labels():
     assert [confidence_label(c) for c in (0.0, 0.49, 0.5, 0.79, 0.8, 1.0)] == \
         ["low", "low", "medium", "medium", "high", "high"]
     assert confidence_of(np.array([3.0]))[0] == 0.5
+
+
+def test_similar_queries_by_the_moments_stored_vector_without_its_own_video(tmp_path):
+    """Videos a (rows along e0, e1), b (e0 + small e2), c (e1): more like a's moment at 0 s is b, never a itself."""
+    vectors = np.zeros((4, DIM), dtype=np.float32)
+    vectors[0, 0] = vectors[1, 1] = vectors[3, 1] = 1.0
+    vectors[2, [0, 2]] = (0.9, np.sqrt(1 - 0.81))
+    rows = [st.RowMeta("a", 0.0, 2.0), st.RowMeta("a", 2.0, 4.0), st.RowMeta("b", None, None),
+            st.RowMeta("c", None, None)]
+    st.write(tmp_path, {"video_feature": vectors}, rows=rows, fingerprint="m")
+    calls = []
+    searcher = Searcher(Store.open(tmp_path), FunctionEncoder(lambda texts: calls.append(texts), "m"))
+    first = searcher.similar("a", 0.0, SearchOptions(k=5))
+    assert [h.video_id for h in first.hits] == ["b", "c"] and first.query == "like a at 0 s"
+    assert first.hits[0].score == pytest.approx(0.9) and first.hits[1].score == pytest.approx(0.0, abs=1e-6)
+    second = searcher.similar("a", 3.5, SearchOptions(k=5))  # the moment 2–4 s: along e1, like c
+    assert [h.video_id for h in second.hits][0] == "c" and second.hits[0].score == pytest.approx(1.0)
+    assert [h.video_id for h in searcher.similar("a", None, SearchOptions(k=5)).hits] == ["b", "c"]
+    assert searcher.similar("a", 9.0) is None and searcher.similar("nobody", 0.0) is None
+    assert calls == [], "the model is never called"

@@ -242,6 +242,18 @@ class Searcher:
         return SearchResult(query, "vector", hits, [], store.version, index.kind, False,
                             {name: round(ms, 3) for name, ms in timings.items()})
 
+    def similar(self, video_id: str, start: float | None = None,
+                options: SearchOptions = SearchOptions()) -> SearchResult | None:
+        """More like one moment: its own stored vector as the query (no model call), its own video excluded. The
+        moment is the video's row whose span holds `start` (its first row without one); None when there is none."""
+        row = moment_row(self.store, video_id, start)
+        if row is None:
+            return None
+        vector = stored_vectors(self.store, self.array, np.array([row]))[0]
+        at = "" if start is None else f" at {start:g} s"
+        return self.search_example(vector, dataclasses.replace(options, exclude_video=video_id),
+                                   query=f"like {video_id}{at}")
+
     def encode(self, query: str) -> tuple[np.ndarray, bool]:
         """The query's vector [D] and whether it came from the cache."""
         if self.encoder is None:
@@ -355,6 +367,22 @@ def _video_hit(video_id: str, category: str | None, moments: list[Moment], match
     return VideoHit(video_id, best and best.score, category, best and best.thumbnail,
                     moments[: options.moments_per_video], matched,
                     confidence=best.confidence if best else None)
+
+
+def moment_row(store: Store, video_id: str, start: float | None) -> int | None:
+    """Store position of the video's row whose span [start, end) holds `start` (a whole-video row holds any; the
+    last row also holds its end); its first row when `start` is None; None for an unknown video or time."""
+    rows = store.rows_of(video_id)
+    if not len(rows):
+        return None
+    if start is None:
+        return int(rows[0])
+    table = store.rows.take(rows)
+    spans = list(zip(rows.tolist(), table["start"], table["end"]))
+    for row, begin, end in spans:
+        if begin is None or begin <= start < end or (row == spans[-1][0] and start == end):
+            return row
+    return None
 
 
 def stored_vectors(store: Store, array: str, rows: np.ndarray) -> np.ndarray:

@@ -12,7 +12,7 @@ from django.views.decorators.http import require_GET, require_POST
 from vidsearch.web.library import openapi, presenters, selectors
 from vidsearch.web.library.engine import LibraryUnavailable, get_library
 from vidsearch.web.library.errors import error_response
-from vidsearch.web.library.forms import ApiSearchForm, ImageSearchForm, errors_text
+from vidsearch.web.library.forms import ApiSearchForm, ImageSearchForm, SimilarForm, errors_text
 from vidsearch.web.library.middleware import too_large
 from vidsearch.video.stills import ImageRejected
 
@@ -58,6 +58,20 @@ def video(request: HttpRequest, video_id: str) -> JsonResponse:
     if detail is None:
         return error_response(request, status=404, message=f"no video {video_id!r} in the library")
     return JsonResponse(presenters.api_video(detail))
+
+
+@read_only
+def similar(request: HttpRequest, video_id: str) -> JsonResponse:
+    form = SimilarForm(request.GET)
+    if not form.is_valid():
+        return error_response(request, status=400, message=errors_text(form), fields=form.errors.get_json_data())
+    data = form.cleaned_data
+    result = selectors.similar_moments(video_id=video_id, start=data["start"], k=data["k"],
+                                       threshold=data["threshold"], category=data["category"],
+                                       min_confidence=data["min_confidence"])
+    if result is None:
+        return error_response(request, status=404, message=f"no video {video_id!r} with a moment at that time")
+    return JsonResponse(presenters.api_search(result))
 
 
 @read_only

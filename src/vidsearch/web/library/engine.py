@@ -120,6 +120,10 @@ class Library:
         """A vector of the video space as the query (Searcher.search_example)."""
         return self._searching(lambda: self.searcher.search_example(vector, options, query=query))
 
+    def similar(self, video_id: str, start: float | None, options: SearchOptions) -> SearchResult | None:
+        """More like one of the video's moments (Searcher.similar); None when it has no such moment."""
+        return self._searching(lambda: self.searcher.similar(video_id, start, options))
+
     def _searching(self, run: Callable[[], SearchResult | None]) -> SearchResult | None:
         if time.monotonic() - self._checked > self._refresh_seconds:
             self._refresh_in_background()

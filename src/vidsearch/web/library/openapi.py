@@ -134,6 +134,18 @@ def description() -> dict[str, Any]:
                 "parameters": [{"name": "video_id", "in": "path", "required": True, "schema": {"type": "string"}}],
                 "responses": {"200": _ok("the video", "Video"), "404": _error("no such video"),
                               "503": _error("no store to search")}}},
+            "/api/videos/{video_id}/similar": {"get": {
+                "operationId": "similar",
+                "summary": "More like one moment of a video: its stored vector as the query, the video excluded",
+                "parameters": [
+                    {"name": "video_id", "in": "path", "required": True, "schema": {"type": "string"}},
+                    _query("start", "the moment: the video's row whose span holds this time, in seconds (none: its "
+                                    "first)", {"type": "number", "minimum": 0, "maximum": 1e9}),
+                    *[p for p in _search_parameters() if p["name"] in ("k", "threshold", "min_confidence",
+                                                                        "category")]],
+                "responses": {"200": _ok("hits, best first", "SearchResult"), "400": _error("invalid parameters"),
+                              "404": _error("no such video, or no moment at that time"),
+                              "503": _error("no store to search")}}},
             "/api/health": {"get": {
                 "operationId": "health", "summary": "Whether the store is loaded, and its size and version",
                 "responses": {"200": _ok("serving", "Health"), "503": _ok("no store", "Health")}}},

@@ -52,6 +52,7 @@ class HitView:
     player_url: str
     video_url: str
     moments: list[MomentView]
+    similar_url: str  # the page of videos like its best moment
 
     @property
     def confidence_words(self) -> str | None:
@@ -91,6 +92,11 @@ def player_url(video_id: str, start: float | None, end: float | None, state: Map
     return with_query(reverse("player", args=[video_id]), {**moment, **state})
 
 
+def similar_url(video_id: str, start: float | None) -> str:
+    """The page of videos like the moment at `start` (the video's first without one)."""
+    return with_query(reverse("similar", args=[video_id]), {} if start is None else {"start": f"{start:g}"})
+
+
 def thumbnail_url(video_id: str, index: int) -> str:
     return reverse("thumbnail", args=[video_id, index])
 
@@ -107,7 +113,8 @@ def _hit_view(hit: VideoHit, state: Mapping[str, str]) -> HitView:
                    hit.matched_moments,
                    best.thumbnail_url if best else thumbnail_url(hit.video_id, 0),
                    best.player_url if best else player_url(hit.video_id, None, None, state),
-                   reverse("video-file", args=[hit.video_id]), moments)
+                   reverse("video-file", args=[hit.video_id]), moments,
+                   similar_url(hit.video_id, hit.moments[0].start if hit.moments else None))
 
 
 def _moment_view(video_id: str, moment: Moment, state: Mapping[str, str]) -> MomentView:

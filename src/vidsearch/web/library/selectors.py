@@ -74,6 +74,13 @@ def search_image(*, data: bytes, name: str, k: int, threshold: float | None = No
     return library.search_example(encode_image(library.model, image), options, query=f"image {name}")
 
 
+def similar_moments(*, video_id: str, start: float | None, k: int, threshold: float | None = None,
+                    category: str | None = None, min_confidence: float | None = None) -> SearchResult | None:
+    """More like one moment of a video (its stored vector, no model call); None for an unknown video or moment."""
+    options = SearchOptions(k=k, threshold=threshold, category=category, min_confidence=min_confidence)
+    return get_library().similar(video_id, start, options)
+
+
 def caption_matches(*, query: str, limit: int) -> CaptionMatches:
     """The seed's text match: videos with a caption containing the query, ignoring case (`sentences ILIKE %q%`)."""
     clips = VideoClip.objects.filter(sentences__icontains=query.strip()).select_related("category")

@@ -15,7 +15,8 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from vidsearch.web.library import presenters, selectors, services
 from vidsearch.video.stills import ImageRejected
-from vidsearch.web.library.forms import ImageSearchForm, LoginForm, PlayerForm, SearchForm, UploadForm
+from vidsearch.web.library.forms import (ImageSearchForm, LoginForm, PlayerForm, SearchForm, SimilarForm,
+                                         UploadForm)
 from vidsearch.web.library.middleware import too_large
 from vidsearch.web.library.streaming import content_type_of, open_recorded, ranged_file_response
 
@@ -75,8 +76,23 @@ def search_image(request: HttpRequest) -> HttpResponse:
     return _example_results(request, form, result)
 
 
+@require_GET
+def similar(request: HttpRequest, video_id: str) -> HttpResponse:
+    """More like a moment ("more like this" on hits and in the player): the search page with its results."""
+    form = SimilarForm(request.GET)
+    if not form.is_valid():
+        return render(request, "library/home.html", {"form": form}, status=400)
+    data = form.cleaned_data
+    result = selectors.similar_moments(video_id=video_id, start=data["start"], k=data["k"],
+                                       threshold=data["threshold"], category=data["category"],
+                                       min_confidence=data["min_confidence"])
+    if result is None:
+        raise Http404("no such video or moment")
+    return _example_results(request, form, result)
+
+
 def _example_results(request: HttpRequest, form: SearchForm, result: Any) -> HttpResponse:
-    """The search page with the results of an example query (an image)."""
+    """The search page with the results of an example query (an image, a moment)."""
     return render(request, "library/home.html", {
         "form": form, "result": result, "hits": presenters.present_hits(result, state={}), "searched": True,
         "by_example": True, "query_label": result.query, "nearest_only": not result.confident})
@@ -98,6 +114,7 @@ def player(request: HttpRequest, video_id: str) -> HttpResponse:
         "video_url": reverse("video-file", args=[video_id]),
         "poster_url": presenters.thumbnail_url(video_id, 0),
         "segments": [s for s in presenters.segment_views(detail, state=state) if s.start is not None],
+        "similar_url": presenters.similar_url(video_id, start),
     })
 
 
