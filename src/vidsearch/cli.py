@@ -731,7 +731,7 @@ COMMANDS: dict[str, Command] = {
                      _index_run),
     "ingest": Command("video files → keyframes → features → the feature store in one job, here or on a Ray cluster",
                       _ingest_args, _ingest_run),
-    "search": Command("search a feature store with a sentence", _search_args, _search_run),
+    "search": Command("search a feature store with a sentence or an example image", _search_args, _search_run),
     "serve": Command("serve the search and player pages and the JSON API over a feature store (waitress)",
                      _serve_args, _serve_run),
     "export": Command("export a checkpoint's text and video towers to ONNX (fp32 or int8) for searching and serving "

@@ -12,7 +12,7 @@ def moment_links(page) -> list[tuple[str, float]]:
     """Links on the results page that start a video past its beginning, with their start times."""
     links = []
     for href in page.eval_on_selector_all(".card a[href*='t=']", "anchors => anchors.map(a => a.getAttribute('href'))"):
-        start = float(parse_qs(urlsplit(href).query)["t"][0])
+        start = float(parse_qs(urlsplit(href).query).get("t", ["0"])[0])  # "more like this" has start=, no t=
         if start > 0:
             links.append((href, start))
     return links
@@ -86,3 +86,26 @@ def columns(page) -> int:
     """Thumbnails in the first row of the results grid."""
     tops = page.eval_on_selector_all("article.card", "cards => cards.map(c => c.getBoundingClientRect().top)")
     return sum(1 for top in tops if abs(top - tops[0]) < 1)
+
+
+def test_search_by_an_image_file_then_more_like_this(browser, live_site, artifacts, web_library):
+    video_id = sorted(record.video_id for record in web_library.records)[0]
+    still = sorted((web_library.cache / "frames" / video_id).glob("*.jpg"))[0]
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    blocked = []
+    page.on("console", lambda message: blocked.append(message.text) if "Content Security Policy" in message.text
+            else None)
+    page.goto(live_site)
+    page.locator("input[name=image]").set_input_files(str(still))
+    page.locator("form.image-search button").click()
+    page.wait_for_url("**/search/image")
+    page.wait_for_selector("article.card")
+    assert page.locator(".summary q").inner_text() == f"image {still.name}"
+    assert page.locator(".card .confidence").count() == page.locator("article.card").count() > 0
+    page.screenshot(path=str(artifacts / "results-image-1280.png"), full_page=True)
+    page.locator("a.more-like-this").first.click()
+    page.wait_for_url("**/similar/**")
+    page.wait_for_selector("article.card")
+    assert page.locator(".summary q").inner_text().startswith("like ")
+    assert blocked == []
+    page.close()
