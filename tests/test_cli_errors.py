@@ -83,9 +83,10 @@ def test_search_into_a_closed_pipe_ends_quietly(tmp_path):
     """`vidsearch search ... | head`: the reader goes away; no BrokenPipeError traceback, SIGPIPE's status."""
     child = textwrap.dedent("""
         import sys, types
-        hit = types.SimpleNamespace(moments=[], score=0.5, video_id="clip", category=None, text_match=False)
+        hit = types.SimpleNamespace(moments=[], score=0.5, video_id="clip", category=None, text_match=False,
+                                    confidence_label="low")
         result = types.SimpleNamespace(mode="vector", hits=[hit] * 5000, query="q", index="flat",
-                                       timings_ms={"search": 1.0})
+                                       timings_ms={"search": 1.0}, confident=False)
         indexer = types.ModuleType("vidsearch.store.indexer")  # a stand-in: no model, no torch to import
         indexer.open_searcher = lambda store, **_: types.SimpleNamespace(search=lambda query, options: result)
         sys.modules["vidsearch.store.indexer"] = indexer

@@ -498,12 +498,17 @@ def _ingest_run(args: argparse.Namespace) -> int:
 
 
 def _search_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("query", help="a sentence describing what to find")
+    parser.add_argument("query", nargs="?", help="a sentence describing what to find (or --image)")
+    parser.add_argument("--image", metavar="PATH",
+                        help="search by an example image instead of a sentence (any format Pillow reads; encoded as a "
+                             "one-frame video; vector mode)")
     parser.add_argument("--store", required=True, help="feature store directory (from `vidsearch index`)")
     parser.add_argument("-k", type=int, default=10, help="number of videos to return")
     parser.add_argument("--mode", choices=["vector", "text", "hybrid"], default="vector",
                         help="vector: CLIP similarity; text: caption substring match; hybrid: both, fused")
     parser.add_argument("--threshold", type=float, help="minimum cosine similarity of a moment")
+    parser.add_argument("--min-confidence", type=float,
+                        help="minimum confidence of a moment, 0 to 1 (0.5: possible match or better, 0.8: good match)")
     parser.add_argument("--category", help="only videos of this category")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     _add_exported_model_arg(parser)
@@ -517,16 +522,44 @@ def _search_run(args: argparse.Namespace) -> int:
     from vidsearch.store.search import SearchOptions
     from vidsearch.store.store import StoreError
 
-    if not args.query.strip() or args.k < 1:
+    if (args.query is None) == (args.image is None):
+        raise UserError("give a query sentence or --image PATH (one of them)")
+    if (args.query is not None and not args.query.strip()) or args.k < 1:
         raise UserError("the query must not be empty and -k must be at least 1")
+    if args.min_confidence is not None and not 0 <= args.min_confidence <= 1:
+        raise UserError("--min-confidence must be between 0 and 1")
+    image = _read_image_arg(args.image) if args.image is not None else None
     model = _exported_model_arg(args.model)
+    options = SearchOptions(k=args.k, mode=args.mode, threshold=args.threshold, category=args.category,
+                            min_confidence=args.min_confidence)
     try:
-        result = open_searcher(args.store, model=model).search(args.query, SearchOptions(
-            k=args.k, mode=args.mode, threshold=args.threshold, category=args.category))
+        searcher = open_searcher(args.store, model=model)
+        if image is None:
+            result = searcher.search(args.query, options)
+        else:
+            from vidsearch.store.indexer import encode_image
+
+            vector = encode_image(getattr(searcher.encoder, "model", searcher.encoder), image)
+            result = searcher.search_example(vector, options, query=f"image {Path(args.image).name}")
     except (StoreError, ExportedModelError, ValueError) as error:
         raise UserError(str(error)) from None
     print(json.dumps(result.to_dict(), indent=2) if args.json else _format_hits(result))
     return 0
+
+
+def _read_image_arg(path: str):
+    """--image PATH → RGB pixels, or a one-line UserError (missing, too large, not an image)."""
+    from vidsearch.video.stills import MAX_IMAGE_BYTES, ImageRejected, decode_image
+
+    try:
+        size = Path(path).stat().st_size
+        if size > MAX_IMAGE_BYTES:
+            raise UserError(f"--image {path}: {size} bytes, the limit is {MAX_IMAGE_BYTES}")
+        return decode_image(Path(path).read_bytes())
+    except OSError as error:
+        raise UserError(f"--image {path}: {error.strerror or error}") from None
+    except ImageRejected as error:
+        raise UserError(f"--image {path}: {error}") from None
 
 
 def _exported_model_arg(value: str | None) -> str | None:
@@ -624,6 +657,8 @@ def _format_hits(result) -> str:
     fused = result.mode == "hybrid" and any(hit.fused_score is not None for hit in result.hits)
     lines = [f"{_count(len(result.hits), 'video')} for {result.query!r} ({result.index}, {took_ms:.1f} ms)"
              + ("; fused rank score, then cosine" if fused else "")]
+    if result.hits and not result.confident:
+        lines.append("no confident match: the library may not hold it; the nearest videos are shown")
     for rank, hit in enumerate(result.hits, 1):
         moment = hit.moments[0] if hit.moments else None
         span = f" {moment.start:.1f}–{moment.end:.1f} s" if moment and moment.start is not None else ""
@@ -631,7 +666,8 @@ def _format_hits(result) -> str:
         if fused:
             score = f"{hit.fused_score:.4f}  cos {score}"
         marks = (f"  [{hit.category}]" if hit.category else "") + ("  caption match" if hit.text_match else "")
-        lines.append(f"{rank:3d}. {score}  {hit.video_id}{span}{marks}")
+        confidence = f"  {hit.confidence_label} confidence" if hit.confidence_label else ""
+        lines.append(f"{rank:3d}. {score}  {hit.video_id}{span}{marks}{confidence}")
     return "\n".join(lines)
 
 
@@ -713,7 +749,7 @@ COMMANDS: dict[str, Command] = {
                      _index_run),
     "ingest": Command("video files → keyframes → features → the feature store in one job, here or on a Ray cluster",
                       _ingest_args, _ingest_run),
-    "search": Command("search a feature store with a sentence", _search_args, _search_run),
+    "search": Command("search a feature store with a sentence or an example image", _search_args, _search_run),
     "serve": Command("serve the search and player pages and the JSON API over a feature store (waitress)",
                      _serve_args, _serve_run),
     "export": Command("export a checkpoint's text and video towers to ONNX (fp32 or int8) for searching and serving "

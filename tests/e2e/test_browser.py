@@ -12,7 +12,7 @@ def moment_links(page) -> list[tuple[str, float]]:
     """Links on the results page that start a video past its beginning, with their start times."""
     links = []
     for href in page.eval_on_selector_all(".card a[href*='t=']", "anchors => anchors.map(a => a.getAttribute('href'))"):
-        start = float(parse_qs(urlsplit(href).query)["t"][0])
+        start = float(parse_qs(urlsplit(href).query).get("t", ["0"])[0])  # "more like this" has start=, no t=
         if start > 0:
             links.append((href, start))
     return links
@@ -114,4 +114,26 @@ def test_a_phone_sees_titles_the_whole_header_and_moment_chips_big_enough_to_tap
                                       "a.getBoundingClientRect(); return [box.width, box.height]; })")
     assert chips and all(width >= 44 and height >= 44 for width, height in chips), chips
     page.screenshot(path=str(artifacts / "results-390.png"), full_page=True)
+
+
+def test_search_by_an_image_file_then_more_like_this(browser, live_site, artifacts, web_library):
+    video_id = sorted(record.video_id for record in web_library.records)[0]
+    still = sorted((web_library.cache / "frames" / video_id).glob("*.jpg"))[0]
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    blocked = []
+    page.on("console", lambda message: blocked.append(message.text) if "Content Security Policy" in message.text
+            else None)
+    page.goto(live_site)
+    page.locator("input[name=image]").set_input_files(str(still))
+    page.locator("form.image-search button").click()
+    page.wait_for_url("**/search/image")
+    page.wait_for_selector("article.card")
+    assert page.locator(".summary q").inner_text() == f"image {still.name}"
+    assert page.locator(".card .confidence").count() == page.locator("article.card").count() > 0
+    page.screenshot(path=str(artifacts / "results-image-1280.png"), full_page=True)
+    page.locator("a.more-like-this").first.click()
+    page.wait_for_url("**/similar/**")
+    page.wait_for_selector("article.card")
+    assert page.locator(".summary q").inner_text().startswith("like ")
+    assert blocked == []
     page.close()

@@ -34,7 +34,7 @@ def _forbid_building(monkeypatch):
 
 
 def _searcher(path, queries):
-    return Searcher(Store.open(path), FunctionEncoder(lambda texts: queries[[int(t) for t in texts]], "m"))
+    return Searcher(Store.open(path), FunctionEncoder(lambda texts: queries[[int(t) if t.isdigit() else 0 for t in texts]], "m"))
 
 
 def test_the_writer_publishes_an_index_and_readers_only_load_it(tmp_path, helpers, monkeypatch):

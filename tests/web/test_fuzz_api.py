@@ -6,9 +6,27 @@ before collection, so the app is built at import.) The database is transactional
 the WSGI handler closes connections after each request, as in the server.
 """
 
+import io
+
 import schemathesis
 from django.core.wsgi import get_wsgi_application
 from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+
+@st.composite
+def images(draw, image_format: str) -> bytes:
+    """Small decodable images: a schema can say "binary", not "an image Pillow reads" (`image` of /api/search/image)."""
+    width, height = draw(st.integers(1, 48)), draw(st.integers(1, 48))
+    colour = draw(st.tuples(*[st.integers(0, 255)] * 3))
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), colour).save(buffer, format=image_format)
+    return buffer.getvalue()
+
+
+schemathesis.openapi.media_type("image/png", images("PNG"))
+schemathesis.openapi.media_type("image/jpeg", images("JPEG"))
 
 schema = schemathesis.openapi.from_wsgi("/api/openapi.json", get_wsgi_application())
 

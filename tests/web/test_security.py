@@ -14,6 +14,8 @@ from django.test import Client
 from django.urls import URLPattern, get_resolver, reverse
 
 SAMPLE_ARGS = {"video_id": "some-video", "index": 0, "job_id": "00000000-0000-0000-0000-000000000000"}
+# POST only to carry a multipart body; they change nothing (a search), so, like the GET API, need no CSRF token
+READ_ONLY_POSTS = {"api-search-image"}
 
 
 def every_route() -> list[str]:
@@ -26,7 +28,9 @@ def test_no_view_changes_state_without_the_csrf_token(db, library, name):
     client.force_login(User.objects.create_user("u", password="a long password"))
     pattern = next(p for p in get_resolver().url_patterns if p.name == name)
     url = reverse(name, kwargs={key: SAMPLE_ARGS[key] for key in pattern.pattern.converters})
-    for method in (client.post, client.put, client.patch, client.delete):
+    methods = (client.put, client.patch, client.delete) if name in READ_ONLY_POSTS else \
+        (client.post, client.put, client.patch, client.delete)
+    for method in methods:
         assert method(url).status_code in (403, 405), (name, method.__name__)
 
 

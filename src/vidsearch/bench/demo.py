@@ -5,12 +5,18 @@ sends every caption of the demo library's test split to `/api/search?k=1`. A top
 names the query's colour, shape and direction (`parse_caption`); colour+shape alone and direction alone are reported
 too. Baseline for the ratio, in the same run: the same queries against a store built by the same architecture with
 random weights (ratio = shipped accuracy / random accuracy).
+
+Through the same server: how often the top hit is confident (`confident` of `/api/search`) for the held-out captions
+and for at least 200 queries for what the library does not hold (everyday words and phrases, random letters; none
+sharing a word with the library's captions); and "more like this" (`/api/videos/{id}/similar?k=5`) from every test
+video: the share of the top 5 with the source's colour and shape.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import random
 import tempfile
 import urllib.request
 from pathlib import Path
@@ -23,6 +29,13 @@ from vidsearch.data.synthetic import parse_caption
 from vidsearch.demo import DEMO_VIDEOS, DemoPaths, held_out_captions, prepare_demo
 
 TARGET = 0.90
+EVERYDAY = ("dog", "cat", "car", "person cooking", "the news", "football", "music", "piano", "tree", "house",
+            "airplane", "bird", "fish", "guitar", "kitchen", "sunset", "ocean", "mountain", "city street", "child",
+            "dancing", "swimming", "eating", "laptop", "phone", "a man talks", "hello world", "lorem ipsum dolor",
+            "a woman sings", "a parrot talks", "traffic at night", "a birthday party", "snow falling", "a bicycle race")
+SUBJECTS = ("dog", "cat", "car", "man", "woman", "horse", "baby", "train")
+VERBS = ("runs", "sleeps", "jumps", "eats", "barks", "waves")
+GIBBERISH = 140
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,8 +49,10 @@ def run(args: argparse.Namespace) -> None:
         workdir = Path(args.workdir or Path(scratch) / "demo")
         report = prepare_demo(workdir=workdir, videos=videos)
         emit({"bench": "demo", "measure": "stages", "seconds": report.seconds, "videos": videos})
-        shipped = _served_accuracy(report.paths, Path(scratch))
+        shipped, confidence, similar = _served_accuracy(report.paths, Path(scratch))
         emit({"bench": "demo", "measure": "shipped checkpoint, through the API", **shipped})
+        emit({"bench": "demo", "measure": "confident top hit, through the API", **confidence})
+        emit({"bench": "demo", "measure": "more like this, top 5 with the source's colour and shape", **similar})
         baseline = _random_accuracy(report.paths, Path(scratch) / "random-store")
         emit({"bench": "demo", "measure": "random weights, same architecture (baseline)", **baseline})
     ratio = shipped["all"] / max(baseline["all"], 1.0 / shipped["queries"])
@@ -45,22 +60,64 @@ def run(args: argparse.Namespace) -> None:
             queries=shipped["queries"])
 
 
-def _served_accuracy(paths: DemoPaths, scratch: Path) -> dict:
+def _served_accuracy(paths: DemoPaths, scratch: Path) -> tuple[dict, dict, dict]:
     port = free_port()
     server = start_server(paths.store, port=port, threads=4, log_path=scratch / "server.log")
     base = f"http://127.0.0.1:{port}"
     try:
         wait_until_up(base, server)
-        return _accuracy(paths, lambda caption: _top_hit(base, caption))
+        return (_accuracy(paths, lambda caption: _top_hit(base, caption)), _confidence(paths, base),
+                _more_like_this(paths, base))
     finally:
         server.terminate()
         server.wait(timeout=30)
 
 
+def _get(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return json.load(response)
+
+
 def _top_hit(base: str, caption: str) -> str | None:
-    with urllib.request.urlopen(f"{base}/api/search?{urlencode({'q': caption, 'k': 1})}", timeout=30) as response:
-        hits = json.load(response)["hits"]
+    hits = _get(f"{base}/api/search?{urlencode({'q': caption, 'k': 1})}")["hits"]
     return hits[0]["video_id"] if hits else None
+
+
+def absent_queries(paths: DemoPaths) -> list[str]:
+    """Queries for what the demo library does not hold: no word in common with any of its captions."""
+    vocabulary = {word for r in load_manifest(paths.manifest) for c in r.captions for word in c.lower().split()}
+    letters = random.Random(0)
+    queries = [*EVERYDAY, *(f"a {subject} {verb}" for subject in SUBJECTS for verb in VERBS),
+               *("".join(letters.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(letters.randint(3, 12)))
+                 for _ in range(GIBBERISH))]
+    return [q for q in queries if not {word for word in q.split() if word != "a"} & vocabulary]
+
+
+def _confidence(paths: DemoPaths, base: str) -> dict:
+    def confident(query: str) -> bool:
+        return _get(f"{base}/api/search?{urlencode({'q': query, 'k': 1})}")["confident"]
+
+    held = [caption for caption, _ in held_out_captions(paths)]
+    absent = absent_queries(paths)
+    held_rate = sum(map(confident, held)) / len(held)
+    absent_rate = sum(not confident(query) for query in absent) / len(absent)
+    log(f"demo: confident top hit for {held_rate:.1%} of {len(held)} held-out captions; no confident match for "
+        f"{absent_rate:.1%} of {len(absent)} absent queries")
+    return {"held_out": len(held), "held_out_confident": round(held_rate, 4), "absent": len(absent),
+            "absent_not_confident": round(absent_rate, 4), "targets": [0.95, 0.90],
+            "met": held_rate >= 0.95 and absent_rate >= 0.90}
+
+
+def _more_like_this(paths: DemoPaths, base: str) -> dict:
+    records = load_manifest(paths.manifest)
+    truth = {r.video_id: parse_caption(r.captions[0])[:2] for r in records}
+    shares = []
+    for record in (r for r in records if r.split == "test"):
+        hits = _get(f"{base}/api/videos/{record.video_id}/similar?k=5")["hits"]
+        shares.append(sum(truth.get(h["video_id"]) == truth[record.video_id] for h in hits) / max(len(hits), 1))
+    share = sum(shares) / len(shares)
+    log(f"demo: more like this: {share:.1%} of the top 5 share the source's colour and shape ({len(shares)} sources)")
+    return {"sources": len(shares), "top5_colour_shape": round(share, 4), "target": 0.80, "met": share >= 0.80}
 
 
 def _random_accuracy(paths: DemoPaths, store: Path) -> dict:

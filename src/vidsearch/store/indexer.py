@@ -419,13 +419,24 @@ def encode_rows(model: Model, cache: FrameCache, specs: Sequence[RowSpec], devic
                                           rng=None)
         frames.append(cache.read_frames(spec.video_id, [spec.frames[p] for p in positions]))
         masks.append(mask)
-    if exported:
-        return model.encode_videos(np.stack(frames), np.stack(masks))
+    return encode_clips(model, np.stack(frames), np.stack(masks), device)
+
+
+def encode_clips(model: Model, frames: np.ndarray, masks: np.ndarray, device: str = "cpu") -> np.ndarray:
+    """uint8 frames [B, T, H, W, 3] and masks [B, T] (True: a real frame) → video features [B, D] (either runtime)."""
+    if isinstance(model, ExportedModel):
+        return model.encode_videos(frames, masks)
     import torch
 
     with torch.no_grad():
-        pixels = model.preprocess_frames(torch.from_numpy(np.stack(frames))).to(device)
-        return model.encode_video(pixels, torch.from_numpy(np.stack(masks)).to(device)).cpu().numpy()
+        pixels = model.preprocess_frames(torch.from_numpy(frames)).to(device)
+        return model.encode_video(pixels, torch.from_numpy(masks).to(device)).cpu().numpy()
+
+
+def encode_image(model: Model, image: np.ndarray) -> np.ndarray:
+    """An RGB uint8 image [H, W, 3] → its vector [D] in the video space: the video tower on a one-frame video
+    (T = 1, adapters and temporal head included)."""
+    return encode_clips(model, image[None, None], np.ones((1, 1), dtype=bool))[0]
 
 
 def _on_device(model: Model, device: str | torch.device) -> Model:

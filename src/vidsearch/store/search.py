@@ -5,6 +5,14 @@ and a `fingerprint`), through an LRU cache keyed by the query text; the vector's
 exactly or through the store's persisted FAISS indexes, see `index.py`) are grouped by video, best moment first.
 Hybrid mode also matches the query as a case-insensitive substring of the videos' captions (the thesis' text-match
 mode) and can fuse both rankings by reciprocal rank fusion.
+
+A query can also be an example: a vector of the video space (an image encoded as a one-frame video, a stored moment:
+`search_example`).
+
+Every moment carries a confidence in [0, 1]: how far its cosine stands above what the same row scores against a null
+bank — generic captions (`NULL_CAPTIONS`, encoded once per Searcher) for a text query, the stored vectors of rows
+spread over the store for an example — as a z-score through a logistic (`confidence_of`; contract in
+docs/contracts.md, "Search").
 """
 
 from __future__ import annotations
@@ -26,7 +34,23 @@ from vidsearch.store.store import Store, read_manifest
 logger = logging.getLogger(__name__)
 
 SearchMode = Literal["vector", "text", "hybrid"]
+ConfidenceLabel = Literal["high", "medium", "low"]
 RRF_K = 60
+
+# Captions for what no particular library holds: each row's scores against them are its null distribution.
+NULL_CAPTIONS = (
+    "a photo", "a video", "something happens", "a thing", "an object", "people", "a person walking", "a room",
+    "outdoors", "a picture of a scene", "a man speaking", "a woman smiling", "animals", "a vehicle", "food",
+    "a building", "nature", "sports", "text on a screen", "a group of people", "water", "the sky", "a face",
+    "an animal running", "music playing", "a game", "a toy", "a landscape", "indoors", "a close up", "random noise",
+    "abstract pattern", "hands", "furniture", "a street", "a crowd", "a computer", "a book", "clothes", "a plant",
+    "light", "darkness", "colors", "a shape", "a line", "motion", "nothing", "an empty scene", "a cartoon",
+    "a drawing",
+)
+NULL_Z_MIDPOINT = 3.0  # z-score over the row's null where confidence is 0.5 (fitted on the demo, docs/contracts.md)
+NULL_EXAMPLE_ROWS = 50  # an example query's null bank: this many stored rows, evenly spaced over the store
+HIGH_CONFIDENCE = 0.8
+CONFIDENT = 0.5  # at or above: "medium"; below: "low", not a confident match
 
 
 class QueryEncoder(Protocol):
@@ -58,6 +82,8 @@ class SearchOptions:
     fuse: bool = True  # hybrid: order hits by reciprocal rank fusion of vector and caption rankings
     moments_per_video: int = 3
     rrf_k: int = RRF_K
+    min_confidence: float | None = None  # minimum confidence of a moment, in [0, 1]
+    exclude_video: str | None = None  # never return this video (more like one of its moments)
 
 
 @dataclass(frozen=True)
@@ -66,6 +92,7 @@ class Moment:
     end: float | None
     score: float  # cosine similarity with the query
     thumbnail: str | None
+    confidence: float = 0.0  # in [0, 1], see confidence_of
 
 
 @dataclass
@@ -78,6 +105,11 @@ class VideoHit:
     matched_moments: int  # the video's moments among the retrieved rows that pass the threshold
     text_match: bool = False  # hybrid: one of its captions contains the query
     fused_score: float | None = None  # hybrid with fuse: the RRF score hits are ordered by
+    confidence: float | None = None  # its best moment's; None without moments
+
+    @property
+    def confidence_label(self) -> ConfidenceLabel | None:
+        return None if self.confidence is None else confidence_label(self.confidence)
 
 
 @dataclass(frozen=True)
@@ -98,9 +130,28 @@ class SearchResult:
     cached_query: bool  # the query vector came from the cache
     timings_ms: dict[str, float] = field(default_factory=dict)
 
+    @property
+    def confident(self) -> bool:
+        """The best-scoring hit's confidence reaches CONFIDENT (else the hits are only the nearest there is)."""
+        scored = [hit for hit in self.hits if hit.score is not None and hit.confidence is not None]
+        return bool(scored) and max(scored, key=lambda hit: hit.score).confidence >= CONFIDENT
+
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready values."""
-        return dataclasses.asdict(self)
+        """Plain JSON-ready values (hits with their `confidence_label`, and `confident`)."""
+        result = dataclasses.asdict(self)
+        for hit, values in zip(self.hits, result["hits"]):
+            values["confidence_label"] = hit.confidence_label
+        result["confident"] = self.confident
+        return result
+
+
+def confidence_of(z: np.ndarray) -> np.ndarray:
+    """z-scores over a row's null distribution → confidence in [0, 1]: a logistic, 0.5 at NULL_Z_MIDPOINT."""
+    return 1.0 / (1.0 + np.exp(np.clip(NULL_Z_MIDPOINT - np.asarray(z, dtype=np.float64), -60.0, 60.0)))
+
+
+def confidence_label(confidence: float) -> ConfidenceLabel:
+    return "high" if confidence >= HIGH_CONFIDENCE else "medium" if confidence >= CONFIDENT else "low"
 
 
 class Searcher:
@@ -114,6 +165,7 @@ class Searcher:
         self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
+        self._null_bank: np.ndarray | None = None  # NULL_CAPTIONS encoded, on first use
 
     @classmethod
     def open(cls, path: str | Path, encoder: QueryEncoder | None, **kwargs: Any) -> Searcher:
@@ -162,12 +214,45 @@ class Searcher:
             self.store.check_files()
             vector, cached = _timed(timings, "encode", lambda: self.encode(query))
             index = index_for(self.store, self.array, options.index)
-            hits, index_kind = _timed(timings, "vector", lambda: self._vector_hits(index, vector, options)), index.kind
+            null = self._caption_bank()
+            hits = _timed(timings, "vector", lambda: self._vector_hits(index, vector, null, options))
+            index_kind = index.kind
         if options.mode == "hybrid":
-            hits = self._hybrid(hits, text_matches, vector, options)
+            hits = self._hybrid(hits, text_matches, vector, null, options)
         timings["total"] = (time.perf_counter() - started) * 1e3
         return SearchResult(query, options.mode, hits, text_matches, self.store.version, index_kind, cached,
                             {name: round(ms, 3) for name, ms in timings.items()})
+
+    def search_example(self, vector: np.ndarray, options: SearchOptions = SearchOptions(), *,
+                       query: str) -> SearchResult:
+        """Vector search with a vector of the video space [D] as the query (an image's, a stored moment's); `query`
+        names it in the result. Confidence against the stored vectors of rows spread over the store."""
+        if options.mode != "vector":
+            raise ValueError(f"mode {options.mode!r}: an example query searches vectors only (mode vector)")
+        started = time.perf_counter()
+        self.store.check_files()
+        vector = l2_normalised(np.asarray(vector, dtype=np.float32)[None])[0]
+        index = index_for(self.store, self.array, options.index)
+        store = self.store
+        rows = np.unique(np.linspace(0, len(store) - 1, min(NULL_EXAMPLE_ROWS, len(store))).astype(np.int64))
+        null = l2_normalised(stored_vectors(store, self.array, rows))
+        timings: dict[str, float] = {}
+        hits = _timed(timings, "vector", lambda: self._vector_hits(index, vector, null, options))
+        timings["total"] = (time.perf_counter() - started) * 1e3
+        return SearchResult(query, "vector", hits, [], store.version, index.kind, False,
+                            {name: round(ms, 3) for name, ms in timings.items()})
+
+    def similar(self, video_id: str, start: float | None = None,
+                options: SearchOptions = SearchOptions()) -> SearchResult | None:
+        """More like one moment: its own stored vector as the query (no model call), its own video excluded. The
+        moment is the video's row whose span holds `start` (its first row without one); None when there is none."""
+        row = moment_row(self.store, video_id, start)
+        if row is None:
+            return None
+        vector = stored_vectors(self.store, self.array, np.array([row]))[0]
+        at = "" if start is None else f" at {start:g} s"
+        return self.search_example(vector, dataclasses.replace(options, exclude_video=video_id),
+                                   query=f"like {video_id}{at}")
 
     def encode(self, query: str) -> tuple[np.ndarray, bool]:
         """The query's vector [D] and whether it came from the cache."""
@@ -185,6 +270,18 @@ class Searcher:
                 self._vectors.popitem(last=False)
         return vector, False
 
+    def _caption_bank(self) -> np.ndarray:
+        """NULL_CAPTIONS encoded [B, D] (once)."""
+        if self._null_bank is None:
+            self._null_bank = l2_normalised(np.asarray(self.encoder.encode(list(NULL_CAPTIONS)), dtype=np.float32))
+        return self._null_bank
+
+    def confidences(self, scores: np.ndarray, rows: np.ndarray, null: np.ndarray) -> np.ndarray:
+        """Confidence of each (cosine, store row): the cosine's z-score over that row's cosines with the null bank
+        `null` [B, D]."""
+        null_scores = _exact_scores(self.store, self.array, rows, null)
+        return confidence_of((scores - null_scores.mean(axis=0)) / np.maximum(null_scores.std(axis=0), 1e-6))
+
     def text_matches(self, query: str, options: SearchOptions) -> list[TextMatch]:
         """Videos with a caption containing the query (case-insensitive), most matching captions first."""
         needle = query.strip().casefold()
@@ -198,34 +295,41 @@ class Searcher:
         matches.sort(key=lambda match: -len(match.captions))
         return matches[: options.k]
 
-    def _vector_hits(self, index: Any, vector: np.ndarray, options: SearchOptions) -> list[VideoHit]:
+    def _vector_hits(self, index: Any, vector: np.ndarray, null: np.ndarray,
+                     options: SearchOptions) -> list[VideoHit]:
         """Top rows grouped into videos; widens the candidate rows until k videos pass the filters."""
         total = len(index)
         candidates = min(total, max(10 * options.k, 100))
         while True:
             scores, rows = index.search(vector[None], candidates)
-            hits = self._group(scores[0], rows[0], options)
+            hits = self._group(scores[0], rows[0], null, options)
             below = options.threshold is not None and len(scores[0]) and scores[0][-1] < options.threshold
             if len(hits) >= options.k or candidates >= total or below:
                 return hits[: options.k]
             candidates = min(total, 4 * candidates)
 
-    def _group(self, scores: np.ndarray, rows: np.ndarray, options: SearchOptions) -> list[VideoHit]:
+    def _group(self, scores: np.ndarray, rows: np.ndarray, null: np.ndarray,
+               options: SearchOptions) -> list[VideoHit]:
         videos = self.store.videos()
         keep = rows >= 0
         if options.threshold is not None:
             keep &= scores >= options.threshold
         scores, rows = scores[keep], rows[keep]
+        confidences = self.confidences(scores, rows, null)
+        if options.min_confidence is not None:
+            passing = confidences >= options.min_confidence
+            scores, rows, confidences = scores[passing], rows[passing], confidences[passing]
         table = self.store.rows.take(rows)
         moments: dict[str, list[Moment]] = {}
-        for score, video_id, start, end, thumbnail in zip(scores.tolist(), table["video_id"], table["start"],
-                                                          table["end"], table["thumbnail"]):
-            if options.category is None or videos[video_id].category == options.category:
-                moments.setdefault(video_id, []).append(Moment(start, end, score, thumbnail))
-        return [VideoHit(video_id, found[0].score, videos[video_id].category, found[0].thumbnail,
-                         found[: options.moments_per_video], len(found)) for video_id, found in moments.items()]
+        for score, confidence, video_id, start, end, thumbnail in zip(
+                scores.tolist(), confidences.tolist(), table["video_id"], table["start"], table["end"],
+                table["thumbnail"]):
+            if options.category in (None, videos[video_id].category) and video_id != options.exclude_video:
+                moments.setdefault(video_id, []).append(Moment(start, end, score, thumbnail, confidence))
+        return [_video_hit(video_id, videos[video_id].category, found, len(found), options)
+                for video_id, found in moments.items()]
 
-    def _hybrid(self, hits: list[VideoHit], matches: list[TextMatch], vector: np.ndarray,
+    def _hybrid(self, hits: list[VideoHit], matches: list[TextMatch], vector: np.ndarray, null: np.ndarray,
                 options: SearchOptions) -> list[VideoHit]:
         matched = {match.video_id for match in matches}
         for hit in hits:
@@ -236,34 +340,69 @@ class Searcher:
         by_id = {hit.video_id: hit for hit in hits}
         result = []
         for video_id, score in list(fused.items())[: options.k]:
-            hit = by_id.get(video_id) or self._caption_only_hit(video_id, vector, options)
+            hit = by_id.get(video_id) or self._caption_only_hit(video_id, vector, null, options)
             hit.fused_score = score
             result.append(hit)
         return result
 
-    def _caption_only_hit(self, video_id: str, vector: np.ndarray, options: SearchOptions) -> VideoHit:
+    def _caption_only_hit(self, video_id: str, vector: np.ndarray, null: np.ndarray,
+                          options: SearchOptions) -> VideoHit:
         """A hit for a video found only by its captions: its moments scored exactly, none counted as matched."""
         rows = self.store.rows_of(video_id)
         scores = _exact_scores(self.store, self.array, rows, vector)
+        confidences = self.confidences(scores, rows, null)
         table = self.store.rows.take(rows)
-        moments = [Moment(start, end, score, thumbnail) for score, start, end, thumbnail in
-                   sorted(zip(scores.tolist(), table["start"], table["end"], table["thumbnail"]),
-                          key=lambda item: -item[0])]
-        best = moments[0] if moments else None
-        return VideoHit(video_id, best and best.score, self.store.videos()[video_id].category, best and best.thumbnail,
-                        moments[: options.moments_per_video], 0, text_match=True)
+        moments = [Moment(start, end, score, thumbnail, confidence) for score, confidence, start, end, thumbnail in
+                   sorted(zip(scores.tolist(), confidences.tolist(), table["start"], table["end"],
+                              table["thumbnail"]), key=lambda item: -item[0])]
+        hit = _video_hit(video_id, self.store.videos()[video_id].category, moments, 0, options)
+        hit.text_match = True
+        return hit
 
 
-def _exact_scores(store: Store, array: str, rows: np.ndarray, vector: np.ndarray) -> np.ndarray:
-    """Cosine of `vector` with the rows at store positions `rows`, read segment by segment."""
-    scores = np.empty(len(rows), dtype=np.float32)
-    for segment in store.segments:
-        inside = (rows >= segment.offset) & (rows < segment.offset + segment.live_rows)
+def _video_hit(video_id: str, category: str | None, moments: list[Moment], matched: int,
+               options: SearchOptions) -> VideoHit:
+    """A video's hit from its moments, best first."""
+    best = moments[0] if moments else None
+    return VideoHit(video_id, best and best.score, category, best and best.thumbnail,
+                    moments[: options.moments_per_video], matched,
+                    confidence=best.confidence if best else None)
+
+
+def moment_row(store: Store, video_id: str, start: float | None) -> int | None:
+    """Store position of the video's row whose span [start, end) holds `start` (a whole-video row holds any; the
+    last row also holds its end); its first row when `start` is None; None for an unknown video or time."""
+    rows = store.rows_of(video_id)
+    if not len(rows):
+        return None
+    if start is None:
+        return int(rows[0])
+    table = store.rows.take(rows)
+    spans = list(zip(rows.tolist(), table["start"], table["end"]))
+    for row, begin, end in spans:
+        if begin is None or begin <= start < end or (row == spans[-1][0] and start == end):
+            return row
+    return None
+
+
+def stored_vectors(store: Store, array: str, rows: np.ndarray) -> np.ndarray:
+    """The stored vectors [len(rows), D] at store positions `rows`, read segment by segment."""
+    parts = [(rows >= s.offset) & (rows < s.offset + s.live_rows) for s in store.segments]
+    width = store.segments[0].array(array).shape[1]
+    vectors = np.empty((len(rows), width), dtype=np.float32)
+    for segment, inside in zip(store.segments, parts):
         if inside.any():
-            local = segment.locals_of(rows[inside])
-            vectors = segment.array(array)[local]
-            scores[inside] = vectors @ vector / np.maximum(np.linalg.norm(vectors, axis=1), 1e-12)
-    return scores
+            vectors[inside] = segment.array(array)[segment.locals_of(rows[inside])]
+    return vectors
+
+
+def _exact_scores(store: Store, array: str, rows: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    """Cosines of the query vector(s) ([D], or [Q, D] → [Q, len(rows)]) with the rows at store positions `rows`."""
+    if not len(rows):
+        return np.empty((len(vectors), 0) if vectors.ndim == 2 else (0,), dtype=np.float32)
+    stored = stored_vectors(store, array, rows)
+    scores = np.atleast_2d(vectors) @ stored.T / np.maximum(np.linalg.norm(stored, axis=1), 1e-12)
+    return (scores if vectors.ndim == 2 else scores[0]).astype(np.float32, copy=False)
 
 
 def reciprocal_rank_fusion(rankings: list[list[str]], k: int = RRF_K) -> dict[str, float]:

@@ -15,7 +15,11 @@ urlpatterns = [
     path("accounts/login/", views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("api/search", api.search, name="api-search"),
+    path("api/search/image", api.search_image, name="api-search-image"),
+    path("search/image", views.search_image, name="search-image"),
     path("api/videos/<str:video_id>", api.video, name="api-video"),
+    path("api/videos/<str:video_id>/similar", api.similar, name="api-video-similar"),
+    path("videos/<str:video_id>/similar/", views.similar, name="similar"),
     path("api/health", api.health, name="api-health"),
     path("api/openapi.json", api.openapi_description, name="api-openapi"),
 ]

@@ -6,12 +6,15 @@ from typing import Callable
 
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_GET
+from django.conf import settings
+from django.views.decorators.http import require_GET, require_POST
 
 from vidsearch.web.library import openapi, presenters, selectors
 from vidsearch.web.library.engine import LibraryUnavailable, get_library
 from vidsearch.web.library.errors import error_response
-from vidsearch.web.library.forms import ApiSearchForm, errors_text
+from vidsearch.web.library.forms import ApiSearchForm, ImageSearchForm, SimilarForm, errors_text
+from vidsearch.web.library.middleware import too_large
+from vidsearch.video.stills import ImageRejected
 
 
 def read_only(view: Callable[..., JsonResponse]) -> Callable[..., JsonResponse]:
@@ -27,7 +30,25 @@ def search(request: HttpRequest) -> JsonResponse:
         return error_response(request, status=400, message=errors_text(form), fields=form.errors.get_json_data())
     data = form.cleaned_data
     result = selectors.search_videos(query=data["q"], k=data["k"], mode=data["mode"], threshold=data["threshold"],
-                                     category=data["category"])
+                                     category=data["category"], min_confidence=data["min_confidence"])
+    return JsonResponse(presenters.api_search(result))
+
+
+@csrf_exempt  # changes nothing: like the GET views, no session state is read or written
+@require_POST
+def search_image(request: HttpRequest) -> JsonResponse:
+    form = ImageSearchForm(request.POST, request.FILES)
+    if not form.is_valid():
+        return error_response(request, status=400, message=errors_text(form), fields=form.errors.get_json_data())
+    data = form.cleaned_data
+    image = data["image"]
+    if image.size > settings.VIDSEARCH_MAX_IMAGE_BYTES:
+        return too_large(request, limit=settings.VIDSEARCH_MAX_IMAGE_BYTES)
+    try:
+        result = selectors.search_image(data=image.read(), name=image.name, k=data["k"], threshold=data["threshold"],
+                                        category=data["category"], min_confidence=data["min_confidence"])
+    except ImageRejected as error:
+        return error_response(request, status=400, message=f"image: {error}")
     return JsonResponse(presenters.api_search(result))
 
 
@@ -37,6 +58,20 @@ def video(request: HttpRequest, video_id: str) -> JsonResponse:
     if detail is None:
         return error_response(request, status=404, message=f"no video {video_id!r} in the library")
     return JsonResponse(presenters.api_video(detail))
+
+
+@read_only
+def similar(request: HttpRequest, video_id: str) -> JsonResponse:
+    form = SimilarForm(request.GET)
+    if not form.is_valid():
+        return error_response(request, status=400, message=errors_text(form), fields=form.errors.get_json_data())
+    data = form.cleaned_data
+    result = selectors.similar_moments(video_id=video_id, start=data["start"], k=data["k"],
+                                       threshold=data["threshold"], category=data["category"],
+                                       min_confidence=data["min_confidence"])
+    if result is None:
+        return error_response(request, status=404, message=f"no video {video_id!r} with a moment at that time")
+    return JsonResponse(presenters.api_search(result))
 
 
 @read_only

@@ -14,7 +14,9 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
+
+import numpy as np
 
 from django.conf import settings
 
@@ -112,11 +114,22 @@ class Library:
         return Path(self.store.info["frames"])
 
     def search(self, query: str, options: SearchOptions) -> SearchResult:
+        return self._searching(lambda: self.searcher.search(query, options))
+
+    def search_example(self, vector: np.ndarray, options: SearchOptions, *, query: str) -> SearchResult:
+        """A vector of the video space as the query (Searcher.search_example)."""
+        return self._searching(lambda: self.searcher.search_example(vector, options, query=query))
+
+    def similar(self, video_id: str, start: float | None, options: SearchOptions) -> SearchResult | None:
+        """More like one of the video's moments (Searcher.similar); None when it has no such moment."""
+        return self._searching(lambda: self.searcher.similar(video_id, start, options))
+
+    def _searching(self, run: Callable[[], SearchResult | None]) -> SearchResult | None:
         if time.monotonic() - self._checked > self._refresh_seconds:
             self._refresh_in_background()
         with self._lock.reading():
             try:
-                return self.searcher.search(query, options)
+                return run()
             except StoreCorrupted as error:
                 log.warning("cannot search store version %d: %s", self.store.version, error)
                 raise LibraryUnavailable(f"the store's files changed underneath the server: {error}. Rebuild or "

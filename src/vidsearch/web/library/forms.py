@@ -27,6 +27,7 @@ class SearchForm(forms.Form):
     text = forms.CharField(required=False, max_length=8)  # the thesis' text-match mode, a switch
     k = forms.IntegerField(required=False, min_value=1, max_value=settings.VIDSEARCH_MAX_K)
     threshold = forms.FloatField(required=False, min_value=-1.0, max_value=1.0)
+    min_confidence = forms.FloatField(required=False, min_value=0.0, max_value=1.0)
     category = forms.CharField(required=False, strip=False, max_length=100)
 
     def clean_q(self) -> str:
@@ -42,17 +43,10 @@ class SearchForm(forms.Form):
         return self.cleaned_data["category"].strip() or None
 
 
-class ApiSearchForm(SearchForm):
-    """`GET /api/search`: `q` is required; `mode` picks vector, caption (text) or hybrid search."""
+class TypedParameters(forms.Form):
+    """An API parameter given must have a value (a page's empty field is absent): `TYPED` names them."""
 
-    mode = forms.ChoiceField(required=False, choices=MODES)
-    TYPED = ("k", "threshold", "mode")  # an API parameter given must have a value (a page's empty field is absent)
-
-    def clean_q(self) -> str:
-        query = super().clean_q()
-        if not query:
-            raise forms.ValidationError("a query is required", code="required")
-        return query
+    TYPED: tuple[str, ...] = ()
 
     def clean(self) -> dict:
         cleaned = super().clean()
@@ -62,8 +56,34 @@ class ApiSearchForm(SearchForm):
                                                            code="empty"))
         return cleaned
 
+
+class ApiSearchForm(TypedParameters, SearchForm):
+    """`GET /api/search`: `q` is required; `mode` picks vector, caption (text) or hybrid search."""
+
+    mode = forms.ChoiceField(required=False, choices=MODES)
+    TYPED = ("k", "threshold", "min_confidence", "mode")
+
+    def clean_q(self) -> str:
+        query = super().clean_q()
+        if not query:
+            raise forms.ValidationError("a query is required", code="required")
+        return query
+
     def clean_mode(self) -> str:
         return self.cleaned_data["mode"] or "vector"
+
+
+class ImageSearchForm(SearchForm):
+    """Search by an example image (`POST /api/search/image`, the page's image search): the image and the filters."""
+
+    image = forms.FileField(allow_empty_file=False)
+
+
+class SimilarForm(TypedParameters, SearchForm):
+    """More like a moment: `start` (seconds) picks it among the video's moments (none: the first)."""
+
+    start = forms.FloatField(required=False, min_value=0.0, max_value=1e9)
+    TYPED = ("k", "threshold", "min_confidence", "start")
 
 
 class PlayerForm(SearchForm):

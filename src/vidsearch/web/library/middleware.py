@@ -21,8 +21,9 @@ def body_limit() -> int:
     return settings.VIDSEARCH_MAX_UPLOAD_BYTES + FORM_OVERHEAD
 
 
-def too_large(request: HttpRequest) -> HttpResponse:
-    limit_mb = settings.VIDSEARCH_MAX_UPLOAD_BYTES / 2**20
+def too_large(request: HttpRequest, *, limit: int | None = None) -> HttpResponse:
+    """413 naming the limit (by default the upload limit)."""
+    limit_mb = (limit or settings.VIDSEARCH_MAX_UPLOAD_BYTES) / 2**20
     return error_response(request, status=413, message=f"The file is too large: the limit is {limit_mb:g} MB.")
 
 

@@ -36,19 +36,43 @@ def _search_parameters() -> list[dict[str, Any]]:
         _query("k", f"videos to return (default {settings.VIDSEARCH_DEFAULT_K})",
                {"type": "integer", "minimum": 1, "maximum": settings.VIDSEARCH_MAX_K}),
         _query("threshold", "minimum cosine similarity of a moment", {"type": "number", "minimum": -1, "maximum": 1}),
+        _query("min_confidence", "minimum confidence of a moment (0: none, 0.5: medium or better, 0.8: high)",
+               {"type": "number", "minimum": 0, "maximum": 1}),
         _query("category", "only videos of this category", {"type": "string", "maxLength": 100, "pattern": NO_NUL}),
         _query("mode", "vector: CLIP similarity; text: caption substring match; hybrid: both, fused",
                {"type": "string", "enum": ["vector", "text", "hybrid"], "default": "vector"}),
     ]
 
 
+def _image_search_body() -> dict[str, Any]:
+    limit_mb = settings.VIDSEARCH_MAX_IMAGE_BYTES / 2**20
+    fields = {
+        "image": {"type": "string", "format": "binary",
+                  "description": f"the example image: any format Pillow reads, at most {limit_mb:g} MB and "
+                                 f"{settings.VIDSEARCH_MAX_IMAGE_PIXELS} pixels"},
+        "k": {"type": "integer", "minimum": 1, "maximum": settings.VIDSEARCH_MAX_K},
+        "threshold": {"type": "number", "minimum": -1, "maximum": 1},
+        "min_confidence": {"type": "number", "minimum": 0, "maximum": 1},
+        "category": {"type": "string", "maxLength": 100, "pattern": NO_NUL},
+    }
+    return {"required": True, "content": {"multipart/form-data": {
+        "schema": {"type": "object", "required": ["image"], "properties": fields},
+        "encoding": {"image": {"contentType": "image/png, image/jpeg, image/*"}}}}}
+
+
 def _schemas() -> dict[str, Any]:
-    moment = {"type": "object", "required": ["start", "end", "score", "label", "thumbnail_url", "player_url"],
+    confidence = {"type": "number", "minimum": 0, "maximum": 1}
+    moment = {"type": "object",
+              "required": ["start", "end", "score", "confidence", "label", "thumbnail_url", "player_url"],
               "properties": {"start": NULLABLE_NUMBER, "end": NULLABLE_NUMBER, "score": {"type": "number"},
+                             "confidence": confidence,
                              "label": {"type": "string"}, "thumbnail_url": {"type": "string"},
                              "player_url": {"type": "string"}}}
-    hit_fields = {"video_id": {"type": "string"}, "title": {"type": "string"}, "category": NULLABLE_STRING, "score": NULLABLE_NUMBER,
-                  "fused_score": NULLABLE_NUMBER, "text_match": {"type": "boolean"},
+    hit_fields = {"video_id": {"type": "string"}, "title": {"type": "string"}, "category": NULLABLE_STRING,
+                  "score": NULLABLE_NUMBER, "fused_score": NULLABLE_NUMBER,
+                  "confidence": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
+                  "confidence_label": {"type": ["string", "null"], "enum": ["high", "medium", "low", None]},
+                  "text_match": {"type": "boolean"},
                   "matched_moments": {"type": "integer", "minimum": 0}, "thumbnail_url": {"type": "string"},
                   "player_url": {"type": "string"}, "video_url": {"type": "string"},
                   "moments": {"type": "array", "items": {"$ref": "#/components/schemas/Moment"}}}
@@ -57,6 +81,7 @@ def _schemas() -> dict[str, Any]:
     result_fields = {
         "query": {"type": "string"}, "mode": {"type": "string", "enum": ["vector", "text", "hybrid"]},
         "hits": {"type": "array", "items": {"$ref": "#/components/schemas/Hit"}},
+        "confident": {"type": "boolean", "description": "some hit is a medium or high confidence match"},
         "text_matches": {"type": "array", "items": {"$ref": "#/components/schemas/TextMatch"}},
         "store_version": {"type": "integer"}, "index": NULLABLE_STRING, "cached_query": {"type": "boolean"},
         "timings_ms": {"type": "object", "additionalProperties": {"type": "number"}}}
@@ -96,10 +121,30 @@ def description() -> dict[str, Any]:
                 "parameters": _search_parameters(),
                 "responses": {"200": _ok("hits, best first", "SearchResult"), "400": _error("invalid parameters"),
                               "503": _error("no store to search")}}},
+            "/api/search/image": {"post": {
+                "operationId": "searchImage",
+                "summary": "Videos (and their best moments) like an example image, encoded as a one-frame video",
+                "requestBody": _image_search_body(),
+                "responses": {"200": _ok("hits, best first", "SearchResult"),
+                              "400": _error("invalid parameters, or a file that is not a decodable image"),
+                              "413": _error("the image is over the size limit"),
+                              "503": _error("no store to search")}}},
             "/api/videos/{video_id}": {"get": {
                 "operationId": "video", "summary": "One video: category, captions, moments, file URLs",
                 "parameters": [{"name": "video_id", "in": "path", "required": True, "schema": {"type": "string"}}],
                 "responses": {"200": _ok("the video", "Video"), "404": _error("no such video"),
+                              "503": _error("no store to search")}}},
+            "/api/videos/{video_id}/similar": {"get": {
+                "operationId": "similar",
+                "summary": "More like one moment of a video: its stored vector as the query, the video excluded",
+                "parameters": [
+                    {"name": "video_id", "in": "path", "required": True, "schema": {"type": "string"}},
+                    _query("start", "the moment: the video's row whose span holds this time, in seconds (none: its "
+                                    "first)", {"type": "number", "minimum": 0, "maximum": 1e9}),
+                    *[p for p in _search_parameters() if p["name"] in ("k", "threshold", "min_confidence",
+                                                                        "category")]],
+                "responses": {"200": _ok("hits, best first", "SearchResult"), "400": _error("invalid parameters"),
+                              "404": _error("no such video, or no moment at that time"),
                               "503": _error("no store to search")}}},
             "/api/health": {"get": {
                 "operationId": "health", "summary": "Whether the store is loaded, and its size and version",

@@ -13,7 +13,9 @@ from vidsearch.web.library import selectors
 from vidsearch.web.library.selectors import VideoDetail
 
 #: search parameters a player link carries, so its back link returns to the same results
-STATE_KEYS = ("q", "text", "k", "threshold", "category")
+STATE_KEYS = ("q", "text", "k", "threshold", "category", "min_confidence")
+#: how the page says a hit's confidence label
+CONFIDENCE_WORDS = {"high": "good match", "medium": "possible match", "low": "weak match"}
 
 
 @dataclass(frozen=True)
@@ -21,6 +23,7 @@ class MomentView:
     start: float | None
     end: float | None
     score: float
+    confidence: float
     label: str  # "0:02–0:04", or "whole video"
     thumbnail_url: str
     player_url: str
@@ -42,12 +45,20 @@ class HitView:
     category: str | None
     score: float | None
     fused_score: float | None
+    confidence: float | None  # in [0, 1], its best moment's (vidsearch.store.search.confidence_of)
+    confidence_label: str | None  # high, medium, low
     text_match: bool
     matched_moments: int
     thumbnail_url: str
     player_url: str
     video_url: str
     moments: list[MomentView]
+    similar_url: str  # the page of videos like its best moment
+
+    @property
+    def confidence_words(self) -> str | None:
+        """The confidence label as the page says it: good, possible or weak match."""
+        return CONFIDENCE_WORDS.get(self.confidence_label or "")
 
 
 def clock(seconds: float) -> str:
@@ -82,6 +93,11 @@ def player_url(video_id: str, start: float | None, end: float | None, state: Map
     return with_query(reverse("player", args=[video_id]), {**moment, **state})
 
 
+def similar_url(video_id: str, start: float | None) -> str:
+    """The page of videos like the moment at `start` (the video's first without one)."""
+    return with_query(reverse("similar", args=[video_id]), {} if start is None else {"start": f"{start:g}"})
+
+
 def thumbnail_url(video_id: str, index: int) -> str:
     return reverse("thumbnail", args=[video_id, index])
 
@@ -94,16 +110,19 @@ def present_hits(result: SearchResult, *, state: Mapping[str, str]) -> list[HitV
 def _hit_view(hit: VideoHit, state: Mapping[str, str], title: str) -> HitView:
     moments = [_moment_view(hit.video_id, moment, state) for moment in hit.moments]
     best = moments[0] if moments else None
-    return HitView(hit.video_id, title, hit.category, _rounded(hit.score), _rounded(hit.fused_score), hit.text_match,
+    return HitView(hit.video_id, title, hit.category, _rounded(hit.score), _rounded(hit.fused_score),
+                   _rounded(hit.confidence), hit.confidence_label, hit.text_match,
                    hit.matched_moments,
                    best.thumbnail_url if best else thumbnail_url(hit.video_id, 0),
                    best.player_url if best else player_url(hit.video_id, None, None, state),
-                   reverse("video-file", args=[hit.video_id]), moments)
+                   reverse("video-file", args=[hit.video_id]), moments,
+                   similar_url(hit.video_id, hit.moments[0].start if hit.moments else None))
 
 
 def _moment_view(video_id: str, moment: Moment, state: Mapping[str, str]) -> MomentView:
     index = selectors.thumbnail_index(video_id=video_id, thumbnail=moment.thumbnail)
-    return MomentView(moment.start, moment.end, _rounded(moment.score), span_label(moment.start, moment.end),
+    return MomentView(moment.start, moment.end, _rounded(moment.score), _rounded(moment.confidence),
+                      span_label(moment.start, moment.end),
                       thumbnail_url(video_id, index), player_url(video_id, moment.start, moment.end, state))
 
 
@@ -117,6 +136,7 @@ def api_search(result: SearchResult) -> dict[str, Any]:
         "query": result.query,
         "mode": result.mode,
         "hits": [asdict(hit) for hit in present_hits(result, state={})],
+        "confident": result.confident,
         "text_matches": [{"video_id": match.video_id, "category": match.category, "captions": match.captions,
                           "player_url": player_url(match.video_id, None, None, {})} for match in result.text_matches],
         "store_version": result.store_version,

@@ -10,7 +10,10 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from django.conf import settings
+
 from vidsearch.store.search import SearchMode, SearchOptions, SearchResult
+from vidsearch.video.stills import decode_image
 from vidsearch.web.library.engine import get_library
 from vidsearch.web.library.models import Category, UploadJob, VideoClip
 from vidsearch.web.library.streaming import RecordedFile
@@ -55,8 +58,28 @@ def library_size() -> int:
 
 
 def search_videos(*, query: str, k: int, mode: SearchMode = "vector", threshold: float | None = None,
-                  category: str | None = None) -> SearchResult:
-    return get_library().search(query, SearchOptions(k=k, mode=mode, threshold=threshold, category=category))
+                  category: str | None = None, min_confidence: float | None = None) -> SearchResult:
+    return get_library().search(query, SearchOptions(k=k, mode=mode, threshold=threshold, category=category,
+                                                     min_confidence=min_confidence))
+
+
+def search_image(*, data: bytes, name: str, k: int, threshold: float | None = None, category: str | None = None,
+                 min_confidence: float | None = None) -> SearchResult:
+    """An image as the query: decoded (`ImageRejected` when it cannot be), encoded as a one-frame video, searched."""
+    from vidsearch.store.indexer import encode_image
+
+    image = decode_image(data, max_bytes=settings.VIDSEARCH_MAX_IMAGE_BYTES,
+                         max_pixels=settings.VIDSEARCH_MAX_IMAGE_PIXELS)
+    library = get_library()
+    options = SearchOptions(k=k, threshold=threshold, category=category, min_confidence=min_confidence)
+    return library.search_example(encode_image(library.model, image), options, query=f"image {name}")
+
+
+def similar_moments(*, video_id: str, start: float | None, k: int, threshold: float | None = None,
+                    category: str | None = None, min_confidence: float | None = None) -> SearchResult | None:
+    """More like one moment of a video (its stored vector, no model call); None for an unknown video or moment."""
+    options = SearchOptions(k=k, threshold=threshold, category=category, min_confidence=min_confidence)
+    return get_library().similar(video_id, start, options)
 
 
 def caption_matches(*, query: str, limit: int) -> CaptionMatches:

@@ -14,10 +14,12 @@ from django.contrib.auth.decorators import login_required
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_GET, require_http_methods
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from vidsearch.web.library import presenters, selectors, services
-from vidsearch.web.library.forms import LoginForm, PlayerForm, SearchForm, UploadForm
+from vidsearch.video.stills import ImageRejected
+from vidsearch.web.library.forms import (ImageSearchForm, LoginForm, PlayerForm, SearchForm, SimilarForm,
+                                         UploadForm)
 from vidsearch.web.library.middleware import too_large
 from vidsearch.web.library.streaming import content_type_of, open_recorded, ranged_file_response
 
@@ -50,12 +52,53 @@ def _random_search(request: HttpRequest, data: dict[str, Any]) -> HttpResponse:
 
 def _results(data: dict[str, Any]) -> dict[str, Any]:
     result = selectors.search_videos(query=data["q"], k=data["k"], threshold=data["threshold"],
-                                     category=data["category"])
+                                     category=data["category"], min_confidence=data["min_confidence"])
     state = presenters.state_of(data)
     captions = selectors.caption_matches(query=data["q"], limit=data["k"]) if data["text"] else None
     return {"result": result, "hits": presenters.present_hits(result, state=state), "captions": captions,
+            "nearest_only": not result.confident,
             "state": state, "categories": selectors.categories(), "searched": True,
             "k_choices": sorted({*K_CHOICES, data["k"]})}
+
+
+@require_POST
+def search_image(request: HttpRequest) -> HttpResponse:
+    """The image chosen beside the search box: its results on the search page (filters as the text search's)."""
+    form = ImageSearchForm(request.POST, request.FILES)
+    if not form.is_valid():
+        return render(request, "library/home.html", {"form": form}, status=400)
+    data, image = form.cleaned_data, form.cleaned_data["image"]
+    if image.size > settings.VIDSEARCH_MAX_IMAGE_BYTES:
+        return too_large(request, limit=settings.VIDSEARCH_MAX_IMAGE_BYTES)
+    try:
+        result = selectors.search_image(data=image.read(), name=image.name, k=data["k"], threshold=data["threshold"],
+                                        category=data["category"], min_confidence=data["min_confidence"])
+    except ImageRejected as error:
+        form.add_error("image", str(error))
+        return render(request, "library/home.html", {"form": form}, status=400)
+    return _example_results(request, form, result)
+
+
+@require_GET
+def similar(request: HttpRequest, video_id: str) -> HttpResponse:
+    """More like a moment ("more like this" on hits and in the player): the search page with its results."""
+    form = SimilarForm(request.GET)
+    if not form.is_valid():
+        return render(request, "library/home.html", {"form": form}, status=400)
+    data = form.cleaned_data
+    result = selectors.similar_moments(video_id=video_id, start=data["start"], k=data["k"],
+                                       threshold=data["threshold"], category=data["category"],
+                                       min_confidence=data["min_confidence"])
+    if result is None:
+        raise Http404("no such video or moment")
+    return _example_results(request, form, result)
+
+
+def _example_results(request: HttpRequest, form: SearchForm, result: Any) -> HttpResponse:
+    """The search page with the results of an example query (an image, a moment)."""
+    return render(request, "library/home.html", {
+        "form": form, "result": result, "hits": presenters.present_hits(result, state={}), "searched": True,
+        "by_example": True, "query_label": result.query, "nearest_only": not result.confident})
 
 
 @require_GET
@@ -74,6 +117,7 @@ def player(request: HttpRequest, video_id: str) -> HttpResponse:
         "video_url": reverse("video-file", args=[video_id]),
         "poster_url": presenters.thumbnail_url(video_id, 0),
         "segments": [s for s in presenters.segment_views(detail, state=state) if s.start is not None],
+        "similar_url": presenters.similar_url(video_id, start),
     })
 
 
