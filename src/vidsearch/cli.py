@@ -657,7 +657,7 @@ def _format_hits(result) -> str:
     fused = result.mode == "hybrid" and any(hit.fused_score is not None for hit in result.hits)
     lines = [f"{_count(len(result.hits), 'video')} for {result.query!r} ({result.index}, {took_ms:.1f} ms)"
              + ("; fused rank score, then cosine" if fused else "")]
-    if result.hits and not result.confident:
+    if any(getattr(hit, "confidence_label", None) for hit in result.hits) and not result.confident:
         lines.append("no confident match: the library may not hold it; the nearest videos are shown")
     for rank, hit in enumerate(result.hits, 1):
         moment = hit.moments[0] if hit.moments else None
