@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import errno
 import logging
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -217,6 +218,10 @@ def _train_args(parser: argparse.ArgumentParser) -> None:
                         help="add AIM adapters in any mode (the aim modes always have them): with --mode full they "
                              "train together with everything else")
     parser.add_argument("--twins-in-batch", action="store_true", help="time-reversed twins share a batch")
+    parser.add_argument("--example-weight", type=float, default=0.0, metavar="W",
+                        help="weight of the search-by-example term: video↔video and still frame (T = 1)↔video "
+                             "similarities learn to follow the captions' (what image and clip queries need; "
+                             "default 0: off; the demo model used 1)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2, help="loader processes (0: in the training process)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the forward pass")
@@ -242,9 +247,16 @@ def _train_request(args: argparse.Namespace):
                         coef_lr=args.coef_lr, weight_decay=args.weight_decay, warmup=args.warmup,
                         grad_clip=args.grad_clip, precision=args.precision, seed=args.seed, max_words=args.max_words,
                         workers=args.workers, val_split=args.val_split, twins_in_batch=args.twins_in_batch,
+                        example_weight=_non_negative(args.example_weight, "--example-weight"),
                         compile=args.compile, grad_checkpointing=args.grad_checkpointing, log_every=args.log_every)
     return RunRequest(data=args.data, frames=args.frames, model=model, train=train, weights=args.weights,
                       pretrained=args.pretrained, init=args.init)
+
+
+def _non_negative(value: float, option: str) -> float:
+    if not math.isfinite(value) or value < 0:
+        raise UserError(f"{option} {value}: must be a number ≥ 0")
+    return value
 
 
 def _train_run(args: argparse.Namespace) -> int:

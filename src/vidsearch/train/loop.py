@@ -43,7 +43,7 @@ from vidsearch.eval.evaluate import Evaluation, autocast_for, tokenize_captions
 from vidsearch.fsutil import atomic_write_text
 from vidsearch.model.checkpoint import WEIGHTS_FILE, read_checkpoint_config, save_checkpoint
 from vidsearch.model.videoclip import TRAINING_MODES, VideoTextModel
-from vidsearch.train.loss import contrastive_loss
+from vidsearch.train.loss import contrastive_loss, example_loss
 from vidsearch.train.optim import build_optimizer, build_scheduler, clip_gradients
 
 log = logging.getLogger(__name__)
@@ -133,14 +133,28 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 
 class PairEncoder(nn.Module):
-    """Both towers in one forward, so DistributedDataParallel sees (and synchronises) the whole step."""
+    """Both towers in one forward, so DistributedDataParallel sees (and synchronises) the whole step; with `stills`
+    ([B, 1, 3, S, S], one frame of each video) also the video tower at T = 1, as an image query is encoded."""
 
     def __init__(self, model: VideoTextModel):
         super().__init__()
         self.model = model
 
-    def forward(self, tokens: torch.Tensor, frames: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.model.encode_text(tokens), self.model.encode_video(frames, mask)
+    def forward(self, tokens: torch.Tensor, frames: torch.Tensor, mask: torch.Tensor,
+                stills: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        text, video = self.model.encode_text(tokens), self.model.encode_video(frames, mask)
+        if stills is None:
+            return text, video
+        return text, video, self.model.encode_video(stills)
+
+
+def one_frame_each(frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """[B, T, ...] frames and [B, T] mask → [B, 1, ...]: one real frame of each video, drawn at random (torch's RNG,
+    which the training state saves, so a resumed run draws the same frames)."""
+    weights = mask.float()
+    weights[weights.sum(dim=1) == 0] = 1.0  # a video without a real frame (none in practice): any of its slots
+    chosen = torch.multinomial(weights, 1).squeeze(1)
+    return frames[torch.arange(len(frames), device=frames.device), chosen].unsqueeze(1)
 
 
 def wrap_forward(model: VideoTextModel, config: TrainConfig, device: torch.device, world: int) -> nn.Module:
@@ -345,11 +359,14 @@ def train_step(forward: nn.Module, model: VideoTextModel, batch: Batch, optimize
     frames = model.preprocess_frames(batch.frames.to(device, non_blocking=True))
     mask = batch.mask.to(device, non_blocking=True)
     tokens = tokenize_captions(model, batch.captions, max_words=config.max_words).to(device)
+    stills = one_frame_each(frames, mask) if config.example_weight > 0 else None
     with autocast_for(device, precision):
-        text, video = forward(tokens, frames, mask)
+        features = forward(tokens, frames, mask, stills)
         # The loss gathers the features of every rank (with gradient): the contrastive negatives are the whole
         # global batch, as on one device.
-        loss = contrastive_loss(text, video, model.logit_scale)
+        loss = contrastive_loss(features[0], features[1], model.logit_scale)
+        if stills is not None:
+            loss = loss + config.example_weight * example_loss(*features, model.logit_scale)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     scaler.unscale_(optimizer)  # clip true gradients, not scaled ones
