@@ -17,10 +17,11 @@ def _parameters(model) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-@pytest.mark.parametrize("mode", ["full", "aim+text"])
-def test_resume_after_an_interruption_is_bit_identical_to_an_uninterrupted_run(tmp_path, memory_source, mode):
+@pytest.mark.parametrize("mode, example_weight", [("full", 0.0), ("aim+text", 0.0), ("aim+text", 1.0)])
+def test_resume_after_an_interruption_is_bit_identical_to_an_uninterrupted_run(tmp_path, memory_source, mode,
+                                                                               example_weight):
     adapters = AdapterConfig() if mode.startswith("aim") else None
-    config = CONFIG.__class__(**{**CONFIG.__dict__, "mode": mode})
+    config = CONFIG.__class__(**{**CONFIG.__dict__, "mode": mode, "example_weight": example_weight})
     model_config = ModelConfig(backbone="micro", num_frames=4, adapters=adapters)
     steps = config.epochs * memory_source.steps_per_epoch
     assert memory_source.steps_per_epoch >= 2

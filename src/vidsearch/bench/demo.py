@@ -10,13 +10,21 @@ Through the same server: how often the top hit is confident (`confident` of `/ap
 and for at least 200 queries for what the library does not hold (everyday words and phrases, random letters; none
 sharing a word with the library's captions); and "more like this" (`/api/videos/{id}/similar?k=5`) from every test
 video: the share of the top 5 with the source's colour and shape.
+
+Search by example, through the same server, with examples the library does not hold (a moving-shapes library of
+another seed, rendered anew): a frame of each clip as a PNG to `/api/search/image` (right when the top hit has the
+frame's colour and shape), and each clip as an H.264 file to `/api/search/clip` (right when the top hit has its
+colour, shape and direction; and "twin order": the best video with its colour, shape and direction ranks above the
+best one with its colour and shape moving the opposite way).
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import random
+import uuid
 import tempfile
 import urllib.request
 from pathlib import Path
@@ -25,7 +33,7 @@ from urllib.parse import urlencode
 from vidsearch.bench.common import emit, log, summary
 from vidsearch.bench.serve import free_port, start_server, wait_until_up
 from vidsearch.data.manifest import load_manifest
-from vidsearch.data.synthetic import parse_caption
+from vidsearch.data.synthetic import OPPOSITE, generate_library, parse_caption, plan_library, render_clip
 from vidsearch.demo import DEMO_VIDEOS, DemoPaths, held_out_captions, prepare_demo
 
 TARGET = 0.90
@@ -36,6 +44,9 @@ EVERYDAY = ("dog", "cat", "car", "person cooking", "the news", "football", "musi
 SUBJECTS = ("dog", "cat", "car", "man", "woman", "horse", "baby", "train")
 VERBS = ("runs", "sleeps", "jumps", "eats", "barks", "waves")
 GIBBERISH = 140
+EXAMPLE_SEED = 2  # the demo library has seed 0, the shipped model's training libraries seed 1
+EXAMPLE_VIDEOS = 100  # query clips (50 twin pairs)
+IMAGE_SEED, IMAGE_QUERIES = 3, 100  # query frames: one of each forward clip of 100 more pairs
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,10 +60,14 @@ def run(args: argparse.Namespace) -> None:
         workdir = Path(args.workdir or Path(scratch) / "demo")
         report = prepare_demo(workdir=workdir, videos=videos)
         emit({"bench": "demo", "measure": "stages", "seconds": report.seconds, "videos": videos})
-        shipped, confidence, similar = _served_accuracy(report.paths, Path(scratch))
+        examples = Path(scratch) / "examples"
+        generate_library(examples, videos=EXAMPLE_VIDEOS, seed=EXAMPLE_SEED)
+        shipped, confidence, similar, images, clips = _served_accuracy(report.paths, Path(scratch), examples)
         emit({"bench": "demo", "measure": "shipped checkpoint, through the API", **shipped})
         emit({"bench": "demo", "measure": "confident top hit, through the API", **confidence})
         emit({"bench": "demo", "measure": "more like this, top 5 with the source's colour and shape", **similar})
+        emit({"bench": "demo", "measure": "image query, top hit with the frame's colour and shape", **images})
+        emit({"bench": "demo", "measure": "clip query, top hit with the clip's colour, shape and direction", **clips})
         baseline = _random_accuracy(report.paths, Path(scratch) / "random-store")
         emit({"bench": "demo", "measure": "random weights, same architecture (baseline)", **baseline})
     ratio = shipped["all"] / max(baseline["all"], 1.0 / shipped["queries"])
@@ -60,14 +75,14 @@ def run(args: argparse.Namespace) -> None:
             queries=shipped["queries"])
 
 
-def _served_accuracy(paths: DemoPaths, scratch: Path) -> tuple[dict, dict, dict]:
+def _served_accuracy(paths: DemoPaths, scratch: Path, examples: Path) -> tuple[dict, dict, dict, dict, dict]:
     port = free_port()
     server = start_server(paths.store, port=port, threads=4, log_path=scratch / "server.log")
     base = f"http://127.0.0.1:{port}"
     try:
         wait_until_up(base, server)
         return (_accuracy(paths, lambda caption: _top_hit(base, caption)), _confidence(paths, base),
-                _more_like_this(paths, base))
+                _more_like_this(paths, base), _image_queries(paths, base), _clip_queries(paths, base, examples))
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -118,6 +133,62 @@ def _more_like_this(paths: DemoPaths, base: str) -> dict:
     share = sum(shares) / len(shares)
     log(f"demo: more like this: {share:.1%} of the top 5 share the source's colour and shape ({len(shares)} sources)")
     return {"sources": len(shares), "top5_colour_shape": round(share, 4), "target": 0.80, "met": share >= 0.80}
+
+
+def _post_file(url: str, field: str, name: str, data: bytes, content_type: str) -> dict:
+    boundary = uuid.uuid4().hex
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{name}\"\r\n"
+            f"Content-Type: {content_type}\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    request = urllib.request.Request(url, data=body, method="POST",
+                                     headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    with urllib.request.urlopen(request, timeout=120) as response:
+        return json.load(response)
+
+
+def _library_truth(paths: DemoPaths) -> dict[str, tuple]:
+    return {r.video_id: parse_caption(r.captions[0]) for r in load_manifest(paths.manifest)}
+
+
+def _image_queries(paths: DemoPaths, base: str) -> dict:
+    """One frame (at a random time) of every forward clip of the example library, rendered anew as a PNG."""
+    from PIL import Image
+
+    truth, rng, right = _library_truth(paths), random.Random(IMAGE_SEED), 0
+    pairs = plan_library(videos=IMAGE_QUERIES * 2, seed=IMAGE_SEED)
+    for pair in pairs:
+        frame = render_clip(pair.spec, frames=32, size=96)[rng.randrange(32)]
+        png = io.BytesIO()
+        Image.fromarray(frame).save(png, format="PNG")
+        hits = _post_file(f"{base}/api/search/image?k=1", "image", "frame.png", png.getvalue(), "image/png")["hits"]
+        found = truth.get(hits[0]["video_id"], (None, None, None)) if hits else (None, None, None)
+        right += found[:2] == (pair.spec.colour, pair.spec.shape)
+    share = right / len(pairs)
+    log(f"demo: image query: {share:.1%} of {len(pairs)} fresh frames found their colour and shape")
+    return {"queries": len(pairs), "colour_shape": round(share, 4), "target": 0.90, "met": share >= 0.90}
+
+
+def _clip_queries(paths: DemoPaths, base: str, examples: Path) -> dict:
+    """Every clip of the example library (both twins of each pair) as a query clip, sent as its H.264 file."""
+    truth = _library_truth(paths)
+    records = load_manifest(examples / "manifest.jsonl")
+    right = colour_shape = ordered = 0
+    for record in records:
+        wanted = parse_caption(record.captions[0])
+        data = (examples / record.source).read_bytes()
+        hits = _post_file(f"{base}/api/search/clip?k=100", "clip", Path(record.source).name, data, "video/mp4")["hits"]
+        found = [truth.get(hit["video_id"], (None, None, None)) for hit in hits]
+        top = found[0] if found else (None, None, None)
+        right += top == wanted
+        colour_shape += top[:2] == wanted[:2]
+        same_way = next((rank for rank, f in enumerate(found) if f == wanted), len(found))
+        other_way = next((rank for rank, f in enumerate(found) if f == (*wanted[:2], OPPOSITE[wanted[2]])),
+                         len(found) + 1)
+        ordered += same_way < other_way
+    n = len(records)
+    log(f"demo: clip query: {right}/{n} top hits with the clip's colour, shape and direction; twin order {ordered}/{n}")
+    return {"queries": n, "all": round(right / n, 4), "colour_shape": round(colour_shape / n, 4),
+            "twin_order": round(ordered / n, 4), "targets": [0.90, 0.90],
+            "met": right / n >= 0.90 and ordered / n >= 0.90}
 
 
 def _random_accuracy(paths: DemoPaths, store: Path) -> dict:

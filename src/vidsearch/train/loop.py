@@ -148,12 +148,12 @@ class PairEncoder(nn.Module):
         return text, video, self.model.encode_video(stills)
 
 
-def one_frame_each(frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """[B, T, ...] frames and [B, T] mask → [B, 1, ...]: one real frame of each video, drawn at random (torch's RNG,
-    which the training state saves, so a resumed run draws the same frames)."""
-    weights = mask.float()
+def one_frame_each(frames: torch.Tensor, mask: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """[B, T, ...] frames and [B, T] mask → [B, 1, ...]: one real frame of each video, drawn with `generator` (a CPU
+    generator seeded from the run's seed and the step, so a resumed run draws the frames an uninterrupted one did)."""
+    weights = mask.detach().to("cpu", torch.float32)
     weights[weights.sum(dim=1) == 0] = 1.0  # a video without a real frame (none in practice): any of its slots
-    chosen = torch.multinomial(weights, 1).squeeze(1)
+    chosen = torch.multinomial(weights, 1, generator=generator).squeeze(1).to(frames.device)
     return frames[torch.arange(len(frames), device=frames.device), chosen].unsqueeze(1)
 
 
@@ -330,7 +330,7 @@ def train(model: VideoTextModel, source: BatchSource, config: TrainConfig, run_d
                     save_state()
                     return TrainResult(progress, last or state_dir, best, time.perf_counter() - began)
                 loss, grad_norm = train_step(forward, model, batch, optimizer, scheduler, scaler, config=config,
-                                             precision=precision, device=device)
+                                             precision=precision, device=device, step=progress.step)
                 progress.step += 1
                 seen += len(batch.captions) * world
                 if progress.step % config.log_every == 0 or progress.step == total_steps:
@@ -353,13 +353,16 @@ def train(model: VideoTextModel, source: BatchSource, config: TrainConfig, run_d
 
 
 def train_step(forward: nn.Module, model: VideoTextModel, batch: Batch, optimizer, scheduler, scaler, *,
-               config: TrainConfig, precision: str, device: torch.device) -> tuple[float, float]:
-    """One optimiser step on one batch; returns (loss, gradient norm before clipping)."""
+               config: TrainConfig, precision: str, device: torch.device, step: int = 0) -> tuple[float, float]:
+    """One optimiser step on one batch (the run's `step`-th, counted from 0); returns (loss, gradient norm before
+    clipping)."""
     # Frames travel as uint8 (4× less than float) and are normalised on the device.
     frames = model.preprocess_frames(batch.frames.to(device, non_blocking=True))
     mask = batch.mask.to(device, non_blocking=True)
     tokens = tokenize_captions(model, batch.captions, max_words=config.max_words).to(device)
-    stills = one_frame_each(frames, mask) if config.example_weight > 0 else None
+    stills = None
+    if config.example_weight > 0:
+        stills = one_frame_each(frames, mask, torch.Generator().manual_seed(config.seed * 1_000_003 + step))
     with autocast_for(device, precision):
         features = forward(tokens, frames, mask, stills)
         # The loss gathers the features of every rank (with gradient): the contrastive negatives are the whole

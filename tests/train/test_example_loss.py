@@ -1,0 +1,93 @@
+"""The search-by-example term (`--example-weight`): its formula, where its gradient goes, what it teaches."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vidsearch.cli import main
+from vidsearch.train.loop import one_frame_each
+from vidsearch.train.loss import MAX_LOGIT_SCALE, example_loss
+
+
+def _features(seed: int, n: int = 6, dim: int = 8) -> torch.Tensor:
+    return F.normalize(torch.randn(n, dim, generator=torch.Generator().manual_seed(seed), dtype=torch.float64), dim=-1)
+
+
+def _reference(text: np.ndarray, video: np.ndarray, frame: np.ndarray, scale: float) -> float:
+    """The module docstring's formula, written out again in numpy, one row at a time."""
+    def softmax(row):
+        e = np.exp(row - row.max())
+        return e / e.sum()
+
+    n, video_terms, frame_terms = len(text), [], []
+    for i in range(n):
+        others = [j for j in range(n) if j != i]
+        target = softmax(scale * text[i] @ text[others].T)
+        predicted = softmax(scale * video[i] @ video[others].T)
+        video_terms.append(-(target * np.log(predicted)).sum())
+        frame_terms.append(-(softmax(scale * text[i] @ text.T) * np.log(softmax(scale * frame[i] @ video.T))).sum())
+    return (np.mean(video_terms) + np.mean(frame_terms)) / 2
+
+
+@pytest.mark.parametrize("logit_scale", [np.log(3.0), np.log(20.0), np.log(500.0)])  # the last is clamped to 100
+def test_the_term_is_the_documented_formula(logit_scale):
+    text, video, frame = _features(0), _features(1), _features(2)
+    got = example_loss(text, video, frame, torch.tensor(logit_scale, dtype=torch.float64))
+    scale = min(np.exp(logit_scale), MAX_LOGIT_SCALE)
+    expected = _reference(text.numpy(), video.numpy(), frame.numpy(), scale)
+    assert abs(float(got) - expected) < 1e-9, (float(got), expected)
+
+
+def test_the_captions_are_the_target_and_get_no_gradient():
+    text, video, frame = (_features(seed).requires_grad_() for seed in (0, 1, 2))
+    scale = torch.tensor(np.log(20.0), dtype=torch.float64, requires_grad=True)
+    example_loss(text, video, frame, scale).backward()
+    assert text.grad is None, "the caption similarities are the target: the text tower must not be pulled to them"
+    assert video.grad.abs().sum() > 0 and frame.grad.abs().sum() > 0
+
+
+def test_the_term_teaches_videos_and_frames_the_captions_neighbourhoods():
+    """Three kinds of caption, two videos each: with this term alone, every video's nearest other video and every
+    frame's nearest video come to be of its own kind (they are not at the start)."""
+    kinds = np.repeat(np.arange(3), 2)
+    text = F.normalize(_features(3, n=3)[kinds] + 0.05 * _features(4), dim=-1)
+    video = torch.nn.Parameter(_features(5).clone())
+    frame = torch.nn.Parameter(_features(6).clone())
+
+    def nearest_kinds():
+        v, f = F.normalize(video.detach(), dim=-1), F.normalize(frame.detach(), dim=-1)
+        vv = (v @ v.T).fill_diagonal_(-2)
+        return kinds[vv.argmax(1).numpy()], kinds[(f @ v.T).argmax(1).numpy()]
+
+    assert not all((found == kinds).all() for found in nearest_kinds()), "already arranged: the test proves nothing"
+    optimiser = torch.optim.Adam([video, frame], lr=0.05)
+    for _ in range(300):
+        optimiser.zero_grad()
+        example_loss(text, F.normalize(video, dim=-1), F.normalize(frame, dim=-1),
+                     torch.tensor(np.log(20.0), dtype=torch.float64)).backward()
+        optimiser.step()
+    videos, frames = nearest_kinds()
+    assert (videos == kinds).all() and (frames == kinds).all(), (videos, frames, kinds)
+
+
+def test_one_frame_each_draws_real_frames_only_and_every_one_of_them():
+    frames = torch.arange(3 * 4).reshape(3, 4, 1)  # frame j of video i holds 4i + j
+    mask = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0]], dtype=torch.bool)
+    generator = torch.Generator().manual_seed(0)
+    drawn = [set() for _ in range(3)]
+    for _ in range(200):
+        chosen = one_frame_each(frames, mask, generator)
+        assert chosen.shape == (3, 1, 1)
+        for i, value in enumerate(chosen.flatten().tolist()):
+            drawn[i].add(value)
+    assert drawn == [{0, 1}, {4, 5, 6, 7}, {8}]
+
+
+@pytest.mark.parametrize("value", ["-1", "nan", "inf"])
+def test_a_negative_or_non_finite_weight_is_refused_in_one_line(tmp_path, capsys, value):
+    code = main(["train", "--data", str(tmp_path / "m.jsonl"), "--frames", str(tmp_path / "c"), "--out",
+                 str(tmp_path / "r"), "--example-weight", value])
+    err = capsys.readouterr().err
+    assert code == 2 and "--example-weight" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "r").exists()
