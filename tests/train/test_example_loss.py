@@ -7,42 +7,51 @@ import torch.nn.functional as F
 
 from vidsearch.cli import main
 from vidsearch.train.loop import one_frame_each
-from vidsearch.train.loss import MAX_LOGIT_SCALE, example_loss
+from vidsearch.train.loss import EXAMPLE_SCALE, example_loss
 
 
 def _features(seed: int, n: int = 6, dim: int = 8) -> torch.Tensor:
     return F.normalize(torch.randn(n, dim, generator=torch.Generator().manual_seed(seed), dtype=torch.float64), dim=-1)
 
 
-def _reference(text: np.ndarray, video: np.ndarray, frame: np.ndarray, scale: float) -> float:
+def _reference(text, video, frame, footage, scale: float) -> float:
     """The module docstring's formula, written out again in numpy, one row at a time."""
     def softmax(row):
         e = np.exp(row - row.max())
         return e / e.sum()
 
-    n, video_terms, frame_terms = len(text), [], []
-    for i in range(n):
-        others = [j for j in range(n) if j != i]
+    terms = []
+    for i in range(len(text)):
+        others = [j for j in range(len(text)) if footage[j] != footage[i]]
         target = softmax(scale * text[i] @ text[others].T)
-        predicted = softmax(scale * video[i] @ video[others].T)
-        video_terms.append(-(target * np.log(predicted)).sum())
-        frame_terms.append(-(softmax(scale * text[i] @ text.T) * np.log(softmax(scale * frame[i] @ video.T))).sum())
-    return (np.mean(video_terms) + np.mean(frame_terms)) / 2
+        terms.append(-(target * np.log(softmax(scale * video[i] @ video[others].T))).sum())
+        terms.append(-(target * np.log(softmax(scale * frame[i] @ video[others].T))).sum())
+    return float(np.mean(terms))
 
 
-@pytest.mark.parametrize("logit_scale", [np.log(3.0), np.log(20.0), np.log(500.0)])  # the last is clamped to 100
-def test_the_term_is_the_documented_formula(logit_scale):
+TWINS = torch.tensor([0, 0, 2, 3, 3, 5])  # videos 0 and 1 are twins, so are 3 and 4
+
+
+@pytest.mark.parametrize("scale", [None, 3.0, 100.0])
+@pytest.mark.parametrize("footage", [torch.arange(6), TWINS])
+def test_the_term_is_the_documented_formula(scale, footage):
     text, video, frame = _features(0), _features(1), _features(2)
-    got = example_loss(text, video, frame, torch.tensor(logit_scale, dtype=torch.float64))
-    scale = min(np.exp(logit_scale), MAX_LOGIT_SCALE)
-    expected = _reference(text.numpy(), video.numpy(), frame.numpy(), scale)
+    got = (example_loss(text, video, frame, footage) if scale is None
+           else example_loss(text, video, frame, footage, scale=scale))
+    expected = _reference(text.numpy(), video.numpy(), frame.numpy(), footage.numpy(), scale or EXAMPLE_SCALE)
     assert abs(float(got) - expected) < 1e-9, (float(got), expected)
+
+
+def test_a_batch_of_one_footage_gives_zero_with_a_graph():
+    text, video, frame = _features(0, n=2), _features(1, n=2).requires_grad_(), _features(2, n=2)
+    loss = example_loss(text, video, frame, torch.tensor([4, 4]))
+    loss.backward()
+    assert float(loss.detach()) == 0.0 and float(video.grad.abs().sum()) == 0.0
 
 
 def test_the_captions_are_the_target_and_get_no_gradient():
     text, video, frame = (_features(seed).requires_grad_() for seed in (0, 1, 2))
-    scale = torch.tensor(np.log(20.0), dtype=torch.float64, requires_grad=True)
-    example_loss(text, video, frame, scale).backward()
+    example_loss(text, video, frame, TWINS).backward()
     assert text.grad is None, "the caption similarities are the target: the text tower must not be pulled to them"
     assert video.grad.abs().sum() > 0 and frame.grad.abs().sum() > 0
 
@@ -64,8 +73,7 @@ def test_the_term_teaches_videos_and_frames_the_captions_neighbourhoods():
     optimiser = torch.optim.Adam([video, frame], lr=0.05)
     for _ in range(300):
         optimiser.zero_grad()
-        example_loss(text, F.normalize(video, dim=-1), F.normalize(frame, dim=-1),
-                     torch.tensor(np.log(20.0), dtype=torch.float64)).backward()
+        example_loss(text, F.normalize(video, dim=-1), F.normalize(frame, dim=-1), torch.arange(6)).backward()
         optimiser.step()
     videos, frames = nearest_kinds()
     assert (videos == kinds).all() and (frames == kinds).all(), (videos, frames, kinds)
@@ -91,3 +99,12 @@ def test_a_negative_or_non_finite_weight_is_refused_in_one_line(tmp_path, capsys
     err = capsys.readouterr().err
     assert code == 2 and "--example-weight" in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "r").exists()
+
+
+def test_the_loader_gives_twins_one_footage_id_and_every_other_video_its_own():
+    from vidsearch.data.loader import LoaderVideo, TrainBatches
+
+    videos = [LoaderVideo("a", "a", (0,), ("x",), twin="b"), LoaderVideo("c", "c", (0,), ("x",)),
+              LoaderVideo("b", "b", (0,), ("x",), twin="a"), LoaderVideo("d", "d", (0,), ("x",), twin="gone")]
+    batches = TrainBatches(videos, [], None, num_frames=1, seed=0, epoch=0)
+    assert batches.footage == [0, 1, 0, 3]

@@ -11,11 +11,12 @@ and for at least 200 queries for what the library does not hold (everyday words 
 sharing a word with the library's captions); and "more like this" (`/api/videos/{id}/similar?k=5`) from every test
 video: the share of the top 5 with the source's colour and shape.
 
-Search by example, through the same server, with examples the library does not hold (a moving-shapes library of
-another seed, rendered anew): a frame of each clip as a PNG to `/api/search/image` (right when the top hit has the
-frame's colour and shape), and each clip as an H.264 file to `/api/search/clip` (right when the top hit has its
-colour, shape and direction; and "twin order": the best video with its colour, shape and direction ranks above the
-best one with its colour and shape moving the opposite way).
+Search by example, through the same server, with examples the library does not hold (clips of other seeds,
+rendered anew, of kinds the library has: a query whose colour, shape and direction no demo video has cannot be
+answered right): a frame of a clip as a PNG to `/api/search/image` (right when the top hit has the frame's colour
+and shape), and a clip as an H.264 file (8 s, 4 fps, like the library's) to `/api/search/clip` (right when the top
+hit has its colour, shape and direction; and "twin order": the best video with its colour, shape and direction ranks
+above the best one with its colour and shape moving the opposite way).
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ from urllib.parse import urlencode
 from vidsearch.bench.common import emit, log, summary
 from vidsearch.bench.serve import free_port, start_server, wait_until_up
 from vidsearch.data.manifest import load_manifest
-from vidsearch.data.synthetic import OPPOSITE, generate_library, parse_caption, plan_library, render_clip
+import numpy as np
+
+from vidsearch.data.synthetic import OPPOSITE, ClipSpec, parse_caption, random_spec, render_clip
 from vidsearch.demo import DEMO_VIDEOS, DemoPaths, held_out_captions, prepare_demo
 
 TARGET = 0.90
@@ -44,9 +47,8 @@ EVERYDAY = ("dog", "cat", "car", "person cooking", "the news", "football", "musi
 SUBJECTS = ("dog", "cat", "car", "man", "woman", "horse", "baby", "train")
 VERBS = ("runs", "sleeps", "jumps", "eats", "barks", "waves")
 GIBBERISH = 140
-EXAMPLE_SEED = 2  # the demo library has seed 0, the shipped model's training libraries seed 1
-EXAMPLE_VIDEOS = 100  # query clips (50 twin pairs)
-IMAGE_SEED, IMAGE_QUERIES = 3, 100  # query frames: one of each forward clip of 100 more pairs
+EXAMPLE_SEEDS = {"image": 2, "clip": 3}  # the demo library has seed 0, the shipped model's training libraries seed 1
+EXAMPLE_QUERIES = 100
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,9 +62,7 @@ def run(args: argparse.Namespace) -> None:
         workdir = Path(args.workdir or Path(scratch) / "demo")
         report = prepare_demo(workdir=workdir, videos=videos)
         emit({"bench": "demo", "measure": "stages", "seconds": report.seconds, "videos": videos})
-        examples = Path(scratch) / "examples"
-        generate_library(examples, videos=EXAMPLE_VIDEOS, seed=EXAMPLE_SEED)
-        shipped, confidence, similar, images, clips = _served_accuracy(report.paths, Path(scratch), examples)
+        shipped, confidence, similar, images, clips = _served_accuracy(report.paths, Path(scratch))
         emit({"bench": "demo", "measure": "shipped checkpoint, through the API", **shipped})
         emit({"bench": "demo", "measure": "confident top hit, through the API", **confidence})
         emit({"bench": "demo", "measure": "more like this, top 5 with the source's colour and shape", **similar})
@@ -75,14 +75,14 @@ def run(args: argparse.Namespace) -> None:
             queries=shipped["queries"])
 
 
-def _served_accuracy(paths: DemoPaths, scratch: Path, examples: Path) -> tuple[dict, dict, dict, dict, dict]:
+def _served_accuracy(paths: DemoPaths, scratch: Path) -> tuple[dict, dict, dict, dict, dict]:
     port = free_port()
     server = start_server(paths.store, port=port, threads=4, log_path=scratch / "server.log")
     base = f"http://127.0.0.1:{port}"
     try:
         wait_until_up(base, server)
         return (_accuracy(paths, lambda caption: _top_hit(base, caption)), _confidence(paths, base),
-                _more_like_this(paths, base), _image_queries(paths, base), _clip_queries(paths, base, examples))
+                _more_like_this(paths, base), _image_queries(paths, base), _clip_queries(paths, base, scratch))
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -149,33 +149,47 @@ def _library_truth(paths: DemoPaths) -> dict[str, tuple]:
     return {r.video_id: parse_caption(r.captions[0]) for r in load_manifest(paths.manifest)}
 
 
+def example_specs(paths: DemoPaths, *, count: int, seed: int, key: slice) -> list[ClipSpec]:
+    """`count` random clips whose kind (`key` of (colour, shape, direction)) some demo video has."""
+    kinds = {truth[key] for truth in _library_truth(paths).values()}
+    rng, specs = np.random.default_rng(seed), []
+    while len(specs) < count:
+        spec = random_spec(rng)
+        if (spec.colour, spec.shape, spec.direction)[key] in kinds:
+            specs.append(spec)
+    return specs
+
+
 def _image_queries(paths: DemoPaths, base: str) -> dict:
-    """One frame (at a random time) of every forward clip of the example library, rendered anew as a PNG."""
+    """A frame (at a random time) of clips of kinds the library has, rendered anew, sent as PNG files."""
     from PIL import Image
 
-    truth, rng, right = _library_truth(paths), random.Random(IMAGE_SEED), 0
-    pairs = plan_library(videos=IMAGE_QUERIES * 2, seed=IMAGE_SEED)
-    for pair in pairs:
-        frame = render_clip(pair.spec, frames=32, size=96)[rng.randrange(32)]
+    truth, rng, right = _library_truth(paths), random.Random(EXAMPLE_SEEDS["image"]), 0
+    specs = example_specs(paths, count=EXAMPLE_QUERIES, seed=EXAMPLE_SEEDS["image"], key=slice(0, 2))
+    for spec in specs:
+        frame = render_clip(spec, frames=32, size=96)[rng.randrange(32)]
         png = io.BytesIO()
         Image.fromarray(frame).save(png, format="PNG")
         hits = _post_file(f"{base}/api/search/image?k=1", "image", "frame.png", png.getvalue(), "image/png")["hits"]
         found = truth.get(hits[0]["video_id"], (None, None, None)) if hits else (None, None, None)
-        right += found[:2] == (pair.spec.colour, pair.spec.shape)
-    share = right / len(pairs)
-    log(f"demo: image query: {share:.1%} of {len(pairs)} fresh frames found their colour and shape")
-    return {"queries": len(pairs), "colour_shape": round(share, 4), "target": 0.90, "met": share >= 0.90}
+        right += found[:2] == (spec.colour, spec.shape)
+    share = right / len(specs)
+    log(f"demo: image query: {share:.1%} of {len(specs)} fresh frames found their colour and shape")
+    return {"queries": len(specs), "colour_shape": round(share, 4), "target": 0.90, "met": share >= 0.90}
 
 
-def _clip_queries(paths: DemoPaths, base: str, examples: Path) -> dict:
-    """Every clip of the example library (both twins of each pair) as a query clip, sent as its H.264 file."""
+def _clip_queries(paths: DemoPaths, base: str, scratch: Path) -> dict:
+    """Clips of kinds the library has, rendered anew and written as H.264 files like the library's (8 s, 4 fps)."""
+    from vidsearch.video.encode import write_video
+
     truth = _library_truth(paths)
-    records = load_manifest(examples / "manifest.jsonl")
+    specs = example_specs(paths, count=EXAMPLE_QUERIES, seed=EXAMPLE_SEEDS["clip"], key=slice(0, 3))
     right = colour_shape = ordered = 0
-    for record in records:
-        wanted = parse_caption(record.captions[0])
-        data = (examples / record.source).read_bytes()
-        hits = _post_file(f"{base}/api/search/clip?k=100", "clip", Path(record.source).name, data, "video/mp4")["hits"]
+    for number, spec in enumerate(specs):
+        wanted = (spec.colour, spec.shape, spec.direction)
+        path = scratch / f"query-{number}.mp4"
+        write_video(path, render_clip(spec, frames=32, size=96), fps=4.0, options={"preset": "ultrafast"})
+        hits = _post_file(f"{base}/api/search/clip?k=100", "clip", path.name, path.read_bytes(), "video/mp4")["hits"]
         found = [truth.get(hit["video_id"], (None, None, None)) for hit in hits]
         top = found[0] if found else (None, None, None)
         right += top == wanted
@@ -184,7 +198,7 @@ def _clip_queries(paths: DemoPaths, base: str, examples: Path) -> dict:
         other_way = next((rank for rank, f in enumerate(found) if f == (*wanted[:2], OPPOSITE[wanted[2]])),
                          len(found) + 1)
         ordered += same_way < other_way
-    n = len(records)
+    n = len(specs)
     log(f"demo: clip query: {right}/{n} top hits with the clip's colour, shape and direction; twin order {ordered}/{n}")
     return {"queries": n, "all": round(right / n, 4), "colour_shape": round(colour_shape / n, 4),
             "twin_order": round(ordered / n, 4), "targets": [0.90, 0.90],

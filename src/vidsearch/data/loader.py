@@ -24,6 +24,7 @@ uninterrupted one would, whichever worker builds them.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -275,12 +276,18 @@ def _reusable_pack(index_path: Path, array_path: Path, *, cache_sha: str, size: 
 
 @dataclasses.dataclass
 class Batch:
-    """frames uint8 [B, T, S, S, 3]; mask bool [B, T] (True = real frame); one caption per video; video indices."""
+    """frames uint8 [B, T, S, S, 3]; mask bool [B, T] (True = real frame); one caption per video; video indices;
+    footage ids (a video's and its time-reversed twin's are equal: the same frames; None: every video its own)."""
 
     frames: torch.Tensor
     mask: torch.Tensor
     captions: list[str]
     videos: torch.Tensor
+    footage_ids: torch.Tensor | None = None
+
+    @property
+    def footage(self) -> torch.Tensor:
+        return self.videos if self.footage_ids is None else self.footage_ids
 
     def pin_memory(self) -> Batch:
         return dataclasses.replace(self, frames=self.frames.pin_memory(), mask=self.mask.pin_memory())
@@ -308,8 +315,15 @@ class TrainBatches(torch.utils.data.Dataset):
         drawn = [frame_positions(len(self.videos[v].frames), self.num_frames, rng=rng) for v, _ in self.plan[index]]
         share = slice(*_rank_share(len(self.plan[index]), self.rank, self.world))
         samples, drawn = self.plan[index][share], drawn[share]
-        return _assemble([self.videos[v] for v, _ in samples], [p for p, _ in drawn], [m for _, m in drawn],
-                         [self.videos[v].captions[c] for v, c in samples], [v for v, _ in samples], self.store)
+        batch = _assemble([self.videos[v] for v, _ in samples], [p for p, _ in drawn], [m for _, m in drawn],
+                          [self.videos[v].captions[c] for v, c in samples], [v for v, _ in samples], self.store)
+        return dataclasses.replace(batch, footage_ids=torch.tensor([self.footage[v] for v, _ in samples]))
+
+    @functools.cached_property
+    def footage(self) -> list[int]:
+        """Per video: the smaller of its own index and its twin's (when the twin is among these videos)."""
+        index = {video.video_id: i for i, video in enumerate(self.videos)}
+        return [min(i, index.get(video.twin, i)) if video.twin else i for i, video in enumerate(self.videos)]
 
 
 def _rank_share(batch: int, rank: int, world: int) -> tuple[int, int]:
