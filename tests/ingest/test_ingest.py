@@ -26,7 +26,7 @@ from vidsearch.ingest.job import ingest
 from vidsearch.ingest.stages import plan, store_keyframes
 from vidsearch.model.source import ModelSource
 from vidsearch.store.store import Store
-from vidsearch.video.cache import DATABASE, CacheDatabase, VideoEntry, open_cache
+from vidsearch.video.cache import DATABASE, CacheDatabase, VideoEntry, build_cache, open_cache
 
 MODEL = ["--model", "vidsearch-tiny", "--random-weights", "--keyframes", "4", "--size", "64"]
 SOURCE = ModelSource(backbone="vidsearch-tiny")
@@ -274,3 +274,42 @@ def test_a_full_disk_on_the_driver_stops_a_ray_job_in_one_line_at_its_last_versi
     published = stored.count("ok")  # a version for each video, right after its keyframes were stored
     assert (Store.open(tmp_path / "store").version, len(Store.open(tmp_path / "store"))) == (published, published)
     assert open_cache(tmp_path / "cache").count() == 3
+
+
+@pytest.fixture
+def two_nodes():
+    """A Ray cluster of two nodes on this machine, this process its driver, connected to the head: the head with no
+    CPU (so every keyframe task and the encoder actor run on the other node; only the tasks that read cached
+    keyframes, which ask for none, run on the driver's node), the other node with 2. Runs last in this module: the
+    module's local instance is shut down first."""
+    ray = pytest.importorskip("ray")
+    from ray.cluster_utils import Cluster
+
+    ray.shutdown()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    try:
+        cluster.add_node(num_cpus=2)
+        cluster.connect()
+        yield cluster
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_ray_ingest_over_two_nodes_gives_the_one_machine_store_and_cache(local, videos, two_nodes, tmp_path,
+                                                                         capsys):
+    import ray
+
+    reference, _ = local
+    assert sorted(node["Resources"].get("CPU", 0) for node in ray.nodes() if node["Alive"]) == [0, 2]
+    assert ray.get_runtime_context().get_node_id() == two_nodes.head_node.node_id
+    build_cache(sorted(videos.glob("syn*.mp4"))[:3], tmp_path / "cache", CONFIG, workers=1)  # cached: read on the head
+    code = cli(["ingest", str(videos), "--store", str(tmp_path / "store"), "--frames", str(tmp_path / "cache"),
+                *MODEL, "--ray", two_nodes.address, "--batch-videos", "2"])
+    output = capsys.readouterr().out
+    assert code == 1, output
+    assert failures(output) == FAILED, output
+    assert_same_store(tmp_path / "store", reference / "store")
+    assert entries_and_frames(tmp_path / "cache") == entries_and_frames(reference / "cache")
