@@ -68,8 +68,11 @@ def run_ray(plan: IngestPlan, publisher: Publisher, *, source: ModelSource, prec
                                "precision": precision, "batch_size": batch_size,
                                "fingerprint": publisher.fingerprint})
     database = CacheDatabase(plan.cache / DATABASE)
+    planned = {item["id"]: item["source"] for item in plan.items}
     for row in encoded.iter_rows():
         video = json.loads(row["video"])
+        if planned.get(video["id"]) != video["source"]:  # ids name folders of the cache: only the driver's own
+            raise RuntimeError(f"a worker returned a video that was not asked for: {video['id']!r} ({video['source']})")
         if video["id"] in publisher.seen:  # a retried task's or actor's second copy
             continue
         if video["new"]:

@@ -31,7 +31,8 @@ from vidsearch.model.source import ModelSource
 from vidsearch.store.indexer import add_missing_rows, encode_rows, row_meta, rows_of, videos_in_store
 from vidsearch.store.store import RowMeta
 from vidsearch.video.cache import DATABASE, CacheDatabase, FrameCache, FramesInMemory, VideoEntry, \
-    extract_keyframes, extract_video, frame_names, keyframes_of, open_cache, plan_extraction, record_outcome, store_entry
+    extract_keyframes, extract_video, frame_names, keyframes_of, open_cache, plan_extraction, record_outcome, \
+    store_entry
 from vidsearch.video.decode import DecodeLimits
 from vidsearch.video.workers import run_isolated
 

@@ -60,7 +60,10 @@ Building: `build_cache(inputs, out, config, workers=..., limits=...)` (the `vids
 decoded in a child process with a time limit (`vidsearch.video.workers`); unchanged videos (same size, mtime and
 settings) are skipped; failed ones are retried. Several builds may run at once on one cache (a web server's uploads
 beside a `vidsearch frames`): the child that extracted a video writes its frames and its row together while holding
-the cache's lock, so every video any of them extracted ends up in the cache, with its own frames.
+the cache's lock, so every video any of them extracted ends up in the cache, with its own frames. Writers run on the
+cache's machine (SQLite's WAL is not shared between hosts); another machine decodes with `extract_keyframes` (the
+entry and the JPEG bytes, nothing written), the cache's machine stores them with `store_entry`, and
+`FramesInMemory` serves such JPEGs to an encoder as a FrameCache serves its files.
 """
 
 from __future__ import annotations
