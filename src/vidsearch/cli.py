@@ -473,7 +473,9 @@ def _ingest_args(parser: argparse.ArgumentParser) -> None:
     _add_model_source_args(parser)
     parser.add_argument("--frames", help="keyframe cache directory (default: the store's, else STORE-frames)")
     parser.add_argument("--ray", metavar="ADDRESS", help="run on a Ray cluster: its address, or auto (the cluster of "
-                                                        "this machine, else a local one); needs vidsearch[cluster]")
+                                                        "this machine, else a local one); needs vidsearch[cluster]. "
+                                                        "The cache and the store stay on this machine; the other "
+                                                        "nodes read the videos (and the model) at the same paths")
     parser.add_argument("--batch-videos", type=int, default=64, help="videos per published store version")
     parser.add_argument("--batch-size", type=int, default=16, help="videos (or moments) encoded at once")
     parser.add_argument("--keyframes", type=int, help="keyframes per video of a new cache (default 12)")

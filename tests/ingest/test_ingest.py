@@ -1,25 +1,32 @@
-"""`vidsearch ingest` on one machine and on a local Ray instance: same store, failures named, kills survived."""
+"""`vidsearch ingest` on one machine and on a local Ray instance: same store, failures named, kills survived, the
+keyframe cache written by the driver only."""
 
 from __future__ import annotations
 
+import errno
+import hashlib
+import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from vidsearch import __version__ as VERSION
 from vidsearch.cli import main as cli
 from vidsearch.config import FrameConfig
 from vidsearch.data.synthetic import generate_library
 from vidsearch.ingest.job import ingest
-from vidsearch.ingest.stages import plan
+from vidsearch.ingest.stages import plan, store_keyframes
 from vidsearch.model.source import ModelSource
 from vidsearch.store.store import Store
-from vidsearch.video.cache import open_cache
+from vidsearch.video.cache import DATABASE, CacheDatabase, VideoEntry, build_cache, open_cache
 
 MODEL = ["--model", "vidsearch-tiny", "--random-weights", "--keyframes", "4", "--size", "64"]
 SOURCE = ModelSource(backbone="vidsearch-tiny")
@@ -176,12 +183,133 @@ def test_ray_workers_killed_mid_job_are_retried_and_every_video_lands_once(local
     assert_same_store(tmp_path / "store", reference / "store")
 
 
-def test_ray_refuses_a_cluster_of_several_hosts_in_one_line(videos, ray_instance, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(ray_instance, "nodes", lambda: [{"Alive": True}, {"Alive": True}, {"Alive": False}])
+def test_ray_refuses_a_node_with_another_vidsearch_in_one_line(videos, ray_instance, tmp_path, monkeypatch, capsys):
+    import vidsearch
+
+    monkeypatch.setattr(vidsearch, "__version__", "0.0.1")  # this process's; the Ray workers import the real one
     code = cli(["ingest", str(videos), "--store", str(tmp_path / "store"), "--frames", str(tmp_path / "cache"),
                 *MODEL, "--ray", "auto"])
     error = capsys.readouterr().err
-    assert code == 2
-    assert error == ("vidsearch ingest: error: the Ray cluster has 2 nodes; ingest runs on one node for now (the "
-                     "keyframe cache's SQLite database cannot be shared between hosts)\n")
+    node = ray_instance.get_runtime_context().get_node_id()[:12]
+    assert code == 2, error
+    assert re.fullmatch(rf"vidsearch ingest: error: node {node} \(\S+\) runs vidsearch {re.escape(VERSION)}, this "
+                        rf"machine 0\.0\.1: install the same version on every node\n", error), error
     assert list(tmp_path.iterdir()) == []
+
+
+def files_under(root: Path) -> dict[str, tuple[int, int, str]]:
+    """Every file under `root`: relative path → (size, mtime in ns, sha256)."""
+    return {str(path.relative_to(root)): (path.stat().st_size, path.stat().st_mtime_ns,
+                                          hashlib.sha256(path.read_bytes()).hexdigest())
+            for path in sorted(root.rglob("*")) if path.is_file()}
+
+
+def entries_and_frames(cache_dir: Path) -> tuple[dict[str, dict], dict[str, bytes]]:
+    """A cache's entries (all fields) and its keyframe files' bytes, by name."""
+    cache = open_cache(cache_dir)
+    entries = {entry.id: asdict(entry) for entry in cache.entries.values()}
+    frames = {name: (cache_dir / name).read_bytes() for entry in entries.values() for name in entry["frames"]}
+    return entries, frames
+
+
+def test_keyframe_tasks_write_no_cache_and_the_driver_stores_what_they_return(local, videos, tmp_path):
+    raydata = pytest.importorskip("vidsearch.ingest.raydata")
+    reference, _ = local
+    job = plan([videos], cache_dir=tmp_path / "cache", store_dir=tmp_path / "store", config=CONFIG, fingerprint="")
+    items = [raydata.for_workers(item) for item in job.items]
+    assert all(str(tmp_path) not in json.dumps(item) for item in items), items  # a worker is not told where it is
+    before = files_under(tmp_path)
+    batch = raydata._keyframes_task({"item": np.array([json.dumps(item) for item in items], dtype=object)},
+                                    timeout_s=60.0)
+    assert files_under(tmp_path) == before  # the task and its decoder processes wrote nothing
+
+    videos_out = [json.loads(text) for text in batch["video"]]
+    jpegs = {video["id"]: raydata._unpack(packed, video["sizes"]) for video, packed in zip(videos_out,
+                                                                                          batch["jpegs"])}
+    expected_entries, expected_frames = entries_and_frames(reference / "cache")
+    assert {video["id"]: asdict(VideoEntry.from_json(video["entry"])) for video in videos_out} == expected_entries
+    assert {name: jpeg for video in videos_out for name, jpeg in zip(video["entry"]["frames"], jpegs[video["id"]])} \
+        == expected_frames  # the bytes the one-machine path stored
+    assert {video["id"]: video["error"]["code"] for video in videos_out if video["status"] != "ok"} == FAILED
+
+    database = CacheDatabase(job.cache / DATABASE)
+    for video in videos_out:
+        store_keyframes(job.cache, database, video, jpegs[video["id"]])
+    assert entries_and_frames(job.cache) == (expected_entries, expected_frames)
+
+
+def test_ray_ingest_reads_cached_keyframes_and_stores_only_new_ones(local, videos, ray_instance, tmp_path):
+    reference, _ = local
+    shutil.copytree(reference / "cache", tmp_path / "cache")  # 6 videos cached; the 2 failed ones are tried again
+    cached = {name: stat for name, stat in files_under(tmp_path / "cache").items() if name.startswith("frames/")}
+    report = ingest([videos], store_dir=tmp_path / "store", cache_dir=tmp_path / "cache", source=SOURCE,
+                    config=CONFIG, ray_address="auto", batch_videos=2)
+    assert (report.videos_added, sorted(code for *_, code, _ in report.failed)) == (6, sorted(FAILED.values()))
+    assert_same_store(tmp_path / "store", reference / "store")
+    assert {name: stat for name, stat in files_under(tmp_path / "cache").items() if name.startswith("frames/")} \
+        == cached  # the cached frames were read, not written again
+    assert entries_and_frames(tmp_path / "cache") == entries_and_frames(reference / "cache")
+
+
+def test_a_full_disk_on_the_driver_stops_a_ray_job_in_one_line_at_its_last_version(videos, ray_instance, tmp_path,
+                                                                                   monkeypatch, capsys):
+    raydata = pytest.importorskip("vidsearch.ingest.raydata")
+    stored: list[str] = []
+
+    def full_at_the_fourth(root, database, video, jpegs):
+        if len(stored) == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        store_keyframes(root, database, video, jpegs)
+        stored.append(video["status"])
+
+    monkeypatch.setattr(raydata, "store_keyframes", full_at_the_fourth)
+    code = cli(["ingest", str(videos), "--store", str(tmp_path / "store"), "--frames", str(tmp_path / "cache"),
+                *MODEL, "--ray", "auto", "--batch-videos", "1"])
+    captured = capsys.readouterr()
+    assert code == 1, captured
+    line = "vidsearch ingest: error: No space left on device: free some space, then run it again"
+    assert captured.err.splitlines()[-1] == line, captured.err  # before it: Ray's log lines only
+    assert captured.err.count("vidsearch ingest") == 1 and "OSError" not in captured.err, captured.err
+    assert "ingested" not in captured.out
+    published = stored.count("ok")  # a version for each video, right after its keyframes were stored
+    assert (Store.open(tmp_path / "store").version, len(Store.open(tmp_path / "store"))) == (published, published)
+    assert open_cache(tmp_path / "cache").count() == 3
+
+
+@pytest.fixture
+def two_nodes():
+    """A Ray cluster of two nodes on this machine, this process its driver, connected to the head: the head with no
+    CPU (so every keyframe task and the encoder actor run on the other node; only the tasks that read cached
+    keyframes, which ask for none, run on the driver's node), the other node with 2. Runs last in this module: the
+    module's local instance is shut down first."""
+    ray = pytest.importorskip("ray")
+    from ray.cluster_utils import Cluster
+
+    ray.shutdown()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    try:
+        cluster.add_node(num_cpus=2)
+        cluster.connect()
+        yield cluster
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_ray_ingest_over_two_nodes_gives_the_one_machine_store_and_cache(local, videos, two_nodes, tmp_path,
+                                                                         capsys):
+    import ray
+
+    reference, _ = local
+    assert sorted(node["Resources"].get("CPU", 0) for node in ray.nodes() if node["Alive"]) == [0, 2]
+    assert ray.get_runtime_context().get_node_id() == two_nodes.head_node.node_id
+    build_cache(sorted(videos.glob("syn*.mp4"))[:3], tmp_path / "cache", CONFIG, workers=1)  # cached: read on the head
+    code = cli(["ingest", str(videos), "--store", str(tmp_path / "store"), "--frames", str(tmp_path / "cache"),
+                *MODEL, "--ray", two_nodes.address, "--batch-videos", "2"])
+    output = capsys.readouterr().out
+    assert code == 1, output
+    assert failures(output) == FAILED, output
+    assert_same_store(tmp_path / "store", reference / "store")
+    assert entries_and_frames(tmp_path / "cache") == entries_and_frames(reference / "cache")

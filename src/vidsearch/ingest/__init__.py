@@ -9,7 +9,7 @@ The stages are described once (`vidsearch.ingest.stages`) and run by one of two 
     publish     (driver)   the single store writer: every `batch_videos` encoded videos become one store version
 
 `vidsearch.ingest.local` runs them on this machine (a process per core for keyframes, the model in the driver);
-`vidsearch.ingest.raydata` as a Ray Data pipeline (tasks for keyframes, an actor pool for the model), imported only
-when a Ray address is given. A job that is killed leaves every version it published; running it again does only
+`vidsearch.ingest.raydata` as a Ray Data pipeline (tasks for keyframes, an actor pool for the model, on one node or
+several; the driver alone writes the keyframe cache and the store), imported only when a Ray address is given. A job that is killed leaves every version it published; running it again does only
 what is missing (videos the store lacks; keyframes only for files that are new, changed or failed before).
 """

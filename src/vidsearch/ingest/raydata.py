@@ -1,76 +1,127 @@
-"""The Ray Data executor: keyframes as CPU tasks, the model in an actor pool, this process (the driver) publishing.
+"""The Ray Data executor: keyframes as CPU tasks, the model in an actor pool, this process (the driver) storing.
 
-    ray.data.from_items(files) → map_batches(keyframes, a task per `files_per_task` files, 1 CPU each)
-                               → map_batches(encoder actors: `encoders` of them, 1 GPU each when the cluster has
-                                 GPUs, else 1 CPU each) → the driver, the single store writer
+    files to extract → map_batches(keyframes, a task per `files_per_task` files, 1 CPU each, any node) ─┐
+    cached files     → map_batches(their keyframes read from the cache, on the driver's node)           ├ union
+                     → map_batches(encoder actors: `encoders` of them, 1 GPU each when the cluster has GPUs,
+                       else 1 CPU each) → the driver: the single writer of the keyframe cache and the store
 
-A task whose worker process dies is run again by Ray (up to 3 times, Ray's default), an actor that dies is restarted
-by Ray Data and its batches run again; a video that comes back twice is published once. Each file is still decoded in
-its own child process inside the task, so a hostile file fails alone.
+The keyframe cache and the store live on the driver's machine only. The cache's index is SQLite in WAL mode, which
+works only among processes of one host, so no task writes it: a keyframe task gets no cache path, decodes each file
+in its own child process (with its time limit, so a hostile file fails alone) and returns the video's cache entry
+and its keyframes as JPEG bytes through Ray's object store; the encoder actors decode those JPEGs in memory (the
+bytes the cache will hold, hence the pixels the one-machine path reads back) and pass them on with the features; the
+driver writes frames and entry into the cache (`store_keyframes`), then publishes the video. Cached videos' JPEGs are
+read by tasks pinned to the driver's node. Workers read the source videos at the driver's paths (a shared or mounted
+filesystem): a file a worker cannot read fails with its error code like any unreadable file.
 
-One host only, for now: the stages read and write the keyframe cache's SQLite database, which runs in WAL mode, and
-SQLite's WAL works only among processes of one host (its index is shared memory), not over a network filesystem.
-A cluster of several nodes is refused with one line (see docs/scaling.md for what multi-node ingest needs).
+Rows between stages are a JSON text column "video" and a binary column "jpegs" (a video's JPEGs one after another,
+their sizes in the JSON), nothing pickled of ours. A task whose worker process dies is run again by Ray (up to 3 times,
+Ray's default), an actor that dies is restarted by Ray Data and its batches run again; a video that comes back twice
+is stored and published once.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import ray
 import ray.data
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from vidsearch.ingest.stages import IngestPlan, Publisher, VideoEncoder, encode, keyframes
+import vidsearch
+from vidsearch.ingest.stages import IngestPlan, Publisher, VideoEncoder, cached_keyframes, decoded_keyframes, \
+    encode_keyframes, store_keyframes
 from vidsearch.model.source import ModelSource
+from vidsearch.video.cache import DATABASE, CacheDatabase
+
+NODE_CHECK_TIMEOUT_S = 120.0
+
+
+class ClusterMismatch(ValueError):
+    """A node of the Ray cluster cannot run this vidsearch (another version, or none)."""
 
 
 def connect(address: str) -> None:
     """Join the Ray cluster at `address`; "auto": the one this machine belongs to, else a new local instance.
-    Nothing to do when this process is connected already. Refuses a cluster of several nodes."""
+    Nothing to do when this process is connected already. Refuses a cluster with a node that runs another version
+    of vidsearch."""
     if not ray.is_initialized():
         ray.init(address=None if address == "auto" else address)
     ray.data.DataContext.get_current().enable_progress_bars = False
-    _check_one_host()
+    check_nodes()
 
 
 def run_ray(plan: IngestPlan, publisher: Publisher, *, source: ModelSource, precision: str,
             batch_size: int, timeout_s: float, batch_videos: int, encoders: int | None = None,
             files_per_task: int = 4) -> None:
-    """Every planned file through keyframes, encode and publish on the Ray cluster `connect` joined."""
+    """Every planned file through keyframes, encode, store and publish on the Ray cluster `connect` joined."""
     if not plan.items:
         return
     gpus = int(ray.cluster_resources().get("GPU", 0))
-    tasks = -(-len(plan.items) // files_per_task)
-    files = ray.data.from_items([{"item": json.dumps(item)} for item in plan.items], override_num_blocks=tasks)
-    videos = files.map_batches(_keyframes_task, batch_size=files_per_task, fn_kwargs={"timeout_s": timeout_s},
-                               num_cpus=1)
+    videos = _keyframes(plan, timeout_s=timeout_s, files_per_task=files_per_task)
     encoded = videos.map_batches(
         _EncoderActor, batch_size=batch_videos, compute=ray.data.ActorPoolStrategy(size=encoders or max(1, gpus)),
         num_gpus=1 if gpus else 0, num_cpus=0 if gpus else 1,
         fn_constructor_kwargs={"source": source.absolute().to_dict(), "device": "cuda" if gpus else "cpu",
                                "precision": precision, "batch_size": batch_size,
                                "fingerprint": publisher.fingerprint})
+    database = CacheDatabase(plan.cache / DATABASE)
+    planned = {item["id"]: item["source"] for item in plan.items}
     for row in encoded.iter_rows():
-        publisher.add(json.loads(row["video"]))
+        video = json.loads(row["video"])
+        if planned.get(video["id"]) != video["source"]:  # ids name folders of the cache: only the driver's own
+            raise RuntimeError(f"a worker returned a video that was not asked for: {video['id']!r} ({video['source']})")
+        if video["id"] in publisher.seen:  # a retried task's or actor's second copy
+            continue
+        if video["new"]:
+            store_keyframes(plan.cache, database, video, _unpack(row["jpegs"], video["sizes"]))
+        publisher.add(video)
     publisher.flush()
 
 
-class MultiNodeUnsupported(ValueError):
-    """The Ray cluster has more than one node (see the module docstring)."""
+def _keyframes(plan: IngestPlan, *, timeout_s: float, files_per_task: int) -> ray.data.Dataset:
+    """The videos with their JPEGs: files to extract decoded anywhere, cached ones read on the driver's node."""
+    extract = [for_workers(item) for item in plan.items if item["task"] is not None]
+    cached = [item for item in plan.items if item["task"] is None]
+    parts = []
+    if extract:  # spread over the nodes' CPUs (`_spread` also keeps Ray from fusing them into the encoder actors)
+        parts.append(_files(extract, files_per_task).map_batches(
+            _keyframes_task, batch_size=files_per_task, fn_kwargs={"timeout_s": timeout_s}, num_cpus=1,
+            ray_remote_args_fn=_spread))
+    if cached:  # no CPU asked: reading files, and a head node started with --num-cpus 0 still serves them
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        parts.append(_files(cached, files_per_task).map_batches(
+            _cached_task, batch_size=files_per_task, num_cpus=0, compute=ray.data.TaskPoolStrategy(size=2),
+            scheduling_strategy=here))
+    return parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
 
 
-def _check_one_host() -> None:
-    nodes = [node for node in ray.nodes() if node.get("Alive")]
-    if len(nodes) > 1:
-        raise MultiNodeUnsupported(f"the Ray cluster has {len(nodes)} nodes; ingest runs on one node for now (the "
-                                   f"keyframe cache's SQLite database cannot be shared between hosts)")
+def for_workers(item: dict[str, Any]) -> dict[str, Any]:
+    """An item to extract as a keyframe task gets it: without the cache's path (in its task neither), so that no
+    worker can write the cache."""
+    return {"id": item["id"], "source": item["source"],
+            "task": {key: value for key, value in item["task"].items() if key != "cache"}}
+
+
+def _spread() -> dict[str, Any]:
+    """The keyframe tasks' scheduling: Ray Data's default. Given as a function, it keeps Ray Data from fusing the
+    tasks into the encoder actors (same CPU request without GPUs), which would decode on `encoders` CPUs only."""
+    return {"scheduling_strategy": "SPREAD"}
+
+
+def _files(items: list[dict[str, Any]], files_per_task: int) -> ray.data.Dataset:
+    return ray.data.from_items([{"item": json.dumps(item)} for item in items],
+                               override_num_blocks=-(-len(items) // files_per_task))
 
 
 def _keyframes_task(batch: dict[str, np.ndarray], *, timeout_s: float) -> dict[str, np.ndarray]:
-    items = [json.loads(item) for item in batch["item"]]
-    return _column(keyframes(items, workers=1, timeout_s=timeout_s))
+    return _columns(decoded_keyframes([json.loads(item) for item in batch["item"]], timeout_s=timeout_s))
+
+
+def _cached_task(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return _columns(cached_keyframes([json.loads(item) for item in batch["item"]]))
 
 
 class _EncoderActor:
@@ -84,8 +135,54 @@ class _EncoderActor:
                                f"{self.encoder.fingerprint[:12]} ≠ {fingerprint[:12]}): give every node the same files")
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return _column(encode(self.encoder, [json.loads(video) for video in batch["video"]]))
+        videos = [json.loads(video) for video in batch["video"]]
+        jpegs = [_unpack(packed, video["sizes"]) for packed, video in zip(batch["jpegs"], videos, strict=True)]
+        encoded = encode_keyframes(self.encoder, videos, jpegs)
+        # Only new keyframes go on to the driver, which stores them; cached ones are in its cache already.
+        return _columns((video, video_jpegs if video["new"] else []) for video, video_jpegs in zip(encoded, jpegs))
 
 
-def _column(videos: Any) -> dict[str, np.ndarray]:
-    return {"video": np.array([json.dumps(video) for video in videos], dtype=object)}
+def _columns(videos: Iterator[tuple[dict[str, Any], list[bytes]]]) -> dict[str, np.ndarray]:
+    """The batch of (video, JPEGs) pairs: the video as JSON text (with its JPEGs' sizes), the JPEGs as one bytes."""
+    texts, packed = [], []
+    for video, jpegs in videos:
+        texts.append(json.dumps({**video, "sizes": [len(jpeg) for jpeg in jpegs]}))
+        packed.append(b"".join(jpegs))
+    return {"video": np.array(texts, dtype=object), "jpegs": np.array(packed, dtype=object)}
+
+
+def _unpack(packed: bytes, sizes: list[int]) -> list[bytes]:
+    if sum(sizes) != len(packed) or any(size <= 0 for size in sizes):
+        raise ValueError(f"{len(packed)} bytes of JPEGs do not split into {sizes}")
+    offsets = np.cumsum([0, *sizes]).tolist()
+    return [packed[start:end] for start, end in zip(offsets, offsets[1:])]
+
+
+# --- one vidsearch on every node ---------------------------------------------------------------------------------
+
+
+@ray.remote(num_cpus=0)
+def _node_version() -> str:
+    return vidsearch.__version__
+
+
+def check_nodes(timeout_s: float = NODE_CHECK_TIMEOUT_S) -> None:
+    """Every live node of the cluster runs the driver's version of vidsearch (a task pinned to each asks it), so the
+    stages' rows mean the same everywhere; ClusterMismatch names a node that runs another or cannot import it.
+    (The model is checked by each encoder actor: its fingerprint must be the driver's.)"""
+    nodes = [node for node in ray.nodes() if node.get("Alive")]
+    asked = [(node, _node_version.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"],
+                                                                                            soft=False)).remote())
+             for node in nodes]
+    for node, answer in asked:
+        name = f"node {node['NodeID'][:12]} ({node.get('NodeManagerAddress', '?')})"
+        try:
+            version = ray.get(answer, timeout=timeout_s)
+        except ray.exceptions.GetTimeoutError:
+            raise ClusterMismatch(f"{name} did not say which vidsearch it runs within {timeout_s:g} s") from None
+        except ray.exceptions.RayError as error:
+            reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+            raise ClusterMismatch(f"{name} cannot run vidsearch: {reason}") from None
+        if version != vidsearch.__version__:
+            raise ClusterMismatch(f"{name} runs vidsearch {version}, this machine {vidsearch.__version__}: install the "
+                                  f"same version on every node")

@@ -1,13 +1,19 @@
 """The stages of `vidsearch ingest` (see the package docstring); the executors only decide where each one runs.
 
-What flows between the stages is plain JSON values, so any executor can move them between processes or machines:
+What flows between the stages is plain JSON values (and, between machines, the keyframes' JPEG bytes beside them),
+so any executor can move them between processes or machines:
 
     item     {"id", "source", "cache", "task"}    a file to ingest; "task": the `extract_video` task, or None when
                                                   the cache already holds its keyframes
     video    {"id", "source", "status", "error"}  after keyframes: "ok", or "failed" with {"code", "message"}
     encoded  video + {"rows": [RowMeta fields], "features": [[float, ...], ...]}  after encoding ("ok" videos)
 
-The cache and the store are directories every stage can reach (one machine, or a shared filesystem).
+On one machine (`vidsearch.ingest.local`) the keyframe processes write the cache and the encoder reads it. Across
+machines (`vidsearch.ingest.raydata`) only the driver's machine holds the cache and the store: a worker's item has
+no "cache" (its task neither), `decoded_keyframes` returns each video's entry and JPEGs instead of storing them
+(`cached_keyframes` reads those of cached videos, on the driver's machine), the encoder encodes them from memory
+(`encode_keyframes`), and the driver stores them (`store_keyframes`) before it publishes the video. Such a video
+also carries "entry" (its cache entry) and "new" (true: the driver has yet to store its keyframes).
 """
 
 from __future__ import annotations
@@ -24,8 +30,9 @@ from vidsearch.config import FrameConfig
 from vidsearch.model.source import ModelSource
 from vidsearch.store.indexer import add_missing_rows, encode_rows, row_meta, rows_of, videos_in_store
 from vidsearch.store.store import RowMeta
-from vidsearch.video.cache import DATABASE, CacheDatabase, FrameCache, extract_video, open_cache, plan_extraction, \
-    record_outcome
+from vidsearch.video.cache import DATABASE, CacheDatabase, FrameCache, FramesInMemory, VideoEntry, \
+    extract_keyframes, extract_video, frame_names, keyframes_of, open_cache, plan_extraction, record_outcome, \
+    store_entry
 from vidsearch.video.decode import DecodeLimits
 from vidsearch.video.workers import run_isolated
 
@@ -58,6 +65,7 @@ class IngestReport:
 class IngestPlan:
     items: list[dict[str, Any]]
     report: IngestReport
+    cache: Path  # the keyframe cache's directory (created by `plan`)
 
 
 # --- plan (driver) ----------------------------------------------------------------------------------------------
@@ -79,7 +87,7 @@ def plan(inputs: Iterable[str | Path], *, cache_dir: str | Path, store_dir: str 
             entry = extraction.database.get(video_id)
             items.append({"id": video_id, "source": entry.source, "cache": str(extraction.root), "task": None})
     report.videos_in_store += sum(task["id"] in present for task in extraction.tasks)
-    return IngestPlan(sorted(items, key=lambda item: item["id"]), report)
+    return IngestPlan(sorted(items, key=lambda item: item["id"]), report, extraction.root)
 
 
 # --- keyframes (CPU) --------------------------------------------------------------------------------------------
@@ -104,6 +112,35 @@ def keyframes(items: Sequence[dict[str, Any]], *, workers: int, timeout_s: float
                    "error": entry.get("error")}
 
 
+def decoded_keyframes(items: Sequence[dict[str, Any]], *, timeout_s: float) -> Iterator[tuple[dict[str, Any],
+                                                                                            list[bytes]]]:
+    """Each item's video and keyframes (JPEG bytes), in completion order, writing nothing: for a machine without the
+    cache. Each file is decoded in an isolated child process, one at a time; a child that crashes or passes
+    `timeout_s` fails its file only."""
+    outcomes = run_isolated(extract_keyframes, [item["task"] for item in items], workers=1, timeout_s=timeout_s)
+    with closing(outcomes):
+        for outcome in outcomes:
+            entry, jpegs = keyframes_of(outcome)
+            yield _remote_video(asdict(VideoEntry.from_json(entry)), new=True), jpegs
+
+
+def cached_keyframes(items: Sequence[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], list[bytes]]]:
+    """Each item's video and keyframes (JPEG bytes) as the cache holds them: on the cache's machine."""
+    caches: dict[str, FrameCache] = {}
+    for item in items:
+        if item["cache"] not in caches:
+            caches[item["cache"]] = open_cache(item["cache"])
+        cache = caches[item["cache"]]
+        entry = cache.entry(item["id"])
+        jpegs = [cache.frame_path(entry.id, i).read_bytes() for i in range(len(entry.frames))]
+        yield _remote_video(asdict(entry), new=False), jpegs
+
+
+def _remote_video(entry: dict[str, Any], *, new: bool) -> dict[str, Any]:
+    return {"id": entry["id"], "source": entry["source"], "status": entry["status"], "error": entry.get("error"),
+            "entry": entry, "new": new}
+
+
 # --- encode (GPU or CPU) ----------------------------------------------------------------------------------------
 
 
@@ -120,7 +157,8 @@ class VideoEncoder:
     def fingerprint(self) -> str:
         return self.model.fingerprint
 
-    def encode_videos(self, cache: FrameCache, entries: Sequence[Any]) -> tuple[np.ndarray, list[RowMeta]]:
+    def encode_videos(self, cache: FrameCache | FramesInMemory,
+                      entries: Sequence[Any]) -> tuple[np.ndarray, list[RowMeta]]:
         """Features [rows, D] (float32) and row metadata of the videos' rows, in order."""
         specs = [spec for entry in entries for spec in rows_of(entry)]
         parts = [encode_rows(self.model, cache, specs[i:i + self.batch_size], self.device)
@@ -137,14 +175,45 @@ def encode(encoder: VideoEncoder, videos: Sequence[dict[str, Any]]) -> list[dict
     for cache_dir in sorted({video["cache"] for video in ok}):
         cache = open_cache(cache_dir)
         entries = [cache.entry(video["id"]) for video in ok if video["cache"] == cache_dir]
-        features, rows = encoder.encode_videos(cache, entries)
-        for entry in entries:
-            mine = [i for i, row in enumerate(rows) if row.video_id == entry.id]
-            encoded[entry.id] = {"rows": [asdict(rows[i]) for i in mine], "features": features[mine].tolist()}
+        encoded.update(_encoded(encoder, cache, entries))
     return [{**video, **encoded[video["id"]]} if video["id"] in encoded else video for video in videos]
 
 
+def encode_keyframes(encoder: VideoEncoder, videos: Sequence[dict[str, Any]],
+                     jpegs: Sequence[Sequence[bytes]]) -> list[dict[str, Any]]:
+    """`encode` for videos of `decoded_keyframes`/`cached_keyframes`: the frames come from their JPEGs (one list per
+    video), not from a cache directory."""
+    frames = FramesInMemory()
+    for video, video_jpegs in zip(videos, jpegs, strict=True):
+        if video["status"] == "ok":
+            frames.add(video["entry"], video_jpegs)
+    encoded = _encoded(encoder, frames, [frames.entry(video["id"]) for video in videos if video["status"] == "ok"])
+    return [{**video, **encoded[video["id"]]} if video["id"] in encoded else video for video in videos]
+
+
+def _encoded(encoder: VideoEncoder, cache: FrameCache | FramesInMemory, entries: Sequence[Any]) -> dict[str, dict]:
+    """Video id → {"rows", "features"} of the entries' videos."""
+    features, rows = encoder.encode_videos(cache, entries)
+    encoded = {}
+    for entry in entries:
+        mine = [i for i, row in enumerate(rows) if row.video_id == entry.id]
+        encoded[entry.id] = {"rows": [asdict(rows[i]) for i in mine], "features": features[mine].tolist()}
+    return encoded
+
+
 # --- publish (driver: the single store writer) -------------------------------------------------------------------
+
+
+def store_keyframes(root: Path, database: CacheDatabase, video: dict[str, Any], jpegs: Sequence[bytes]) -> None:
+    """Into the cache at `root` (this machine's), the entry and keyframes another machine decoded for `video` (one with
+    "new": see `decoded_keyframes`), under the cache's lock: before the video is published, since its rows'
+    thumbnails are those frames. Raises OSError(ENOSPC) when the disk is full."""
+    entry = video["entry"]
+    expected = frame_names(video["id"], len(jpegs)) if entry["status"] == "ok" else []
+    if entry["id"] != video["id"] or entry["frames"] != expected or entry["status"] != "ok" and jpegs:
+        raise RuntimeError(f"video {video['id']}: the keyframes came back as {entry['id']} ({entry['status']}) with "
+                           f"{len(entry['frames'])} frame names for {len(jpegs)} JPEGs")
+    store_entry(root, database, entry, jpegs)
 
 
 class Publisher:

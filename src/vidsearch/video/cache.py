@@ -60,11 +60,15 @@ Building: `build_cache(inputs, out, config, workers=..., limits=...)` (the `vids
 decoded in a child process with a time limit (`vidsearch.video.workers`); unchanged videos (same size, mtime and
 settings) are skipped; failed ones are retried. Several builds may run at once on one cache (a web server's uploads
 beside a `vidsearch frames`): the child that extracted a video writes its frames and its row together while holding
-the cache's lock, so every video any of them extracted ends up in the cache, with its own frames.
+the cache's lock, so every video any of them extracted ends up in the cache, with its own frames. Writers run on the
+cache's machine (SQLite's WAL is not shared between hosts); another machine decodes with `extract_keyframes` (the
+entry and the JPEG bytes, nothing written), the cache's machine stores them with `store_entry`, and
+`FramesInMemory` serves such JPEGs to an encoder as a FrameCache serves its files.
 """
 
 from __future__ import annotations
 
+import base64
 import errno
 import fcntl
 import hashlib
@@ -388,6 +392,31 @@ class FrameCache:
         return np.stack([_read_jpeg(self.root / entry.frames[i]) for i in chosen])
 
 
+class FramesInMemory:
+    """Keyframes not read from a cache directory (their JPEG bytes came from the machine that decoded them), served
+    to the encoder as a FrameCache serves them (`entry`, `read_frames`): the same bytes decode to the same pixels."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, VideoEntry] = {}
+        self._jpegs: dict[str, Sequence[bytes]] = {}
+
+    def add(self, entry: dict[str, Any], jpegs: Sequence[bytes]) -> None:
+        """One "ok" video: its entry (frames named as in a cache) and one JPEG per frame."""
+        video = VideoEntry.from_json(entry)
+        if video.status != "ok" or len(jpegs) != len(video.frames):
+            raise ValueError(f"video {video.id}: {len(jpegs)} JPEGs for {len(video.frames)} frames ({video.status})")
+        self._entries[video.id], self._jpegs[video.id] = video, jpegs
+
+    def entry(self, video_id: str) -> VideoEntry:
+        return self._entries[video_id]
+
+    def read_frames(self, video_id: str, indices: Sequence[int] | None = None) -> np.ndarray:
+        """Keyframes of one video as uint8 [T, S, S, 3] (all of them unless `indices` says which)."""
+        jpegs = self._jpegs[video_id]
+        chosen = range(len(jpegs)) if indices is None else indices
+        return np.stack([_read_jpeg(io.BytesIO(jpegs[i])) for i in chosen])
+
+
 def open_cache(path: str | Path) -> FrameCache:
     """Open a cache directory; refuses a manifest of another format or version, or with unsafe frame paths."""
     root = Path(path)
@@ -423,7 +452,7 @@ def _check_frame_paths(entry: VideoEntry) -> None:
             raise CacheFormatError(f"video {entry.id}: frame path {name!r} leaves the cache's frames directory")
 
 
-def _read_jpeg(path: Path) -> np.ndarray:
+def _read_jpeg(path: Path | io.BytesIO) -> np.ndarray:
     with Image.open(path) as image:
         return np.asarray(image.convert("RGB"))
 
@@ -745,6 +774,25 @@ def extract_video(task: dict[str, Any]) -> dict[str, Any]:
         raise
 
 
+def extract_keyframes(task: dict[str, Any]) -> dict[str, Any]:
+    """`run_isolated` target on a machine without the cache (a Ray worker): pick, decode and scale one video's
+    keyframes and write nothing. Returns {"entry": its entry, frames named as `store_entry` will name them,
+    "jpegs": the keyframes' JPEG bytes, base64}; the cache's own machine stores them (`keyframes_of`, `store_entry`).
+    Needs no "cache" in `task`."""
+    entry, jpegs = _extract(task)
+    if entry["status"] == "ok":
+        entry = {**entry, "frames": frame_names(entry["id"], len(jpegs))}
+    return {"entry": entry, "jpegs": [base64.b64encode(jpeg).decode("ascii") for jpeg in jpegs]}
+
+
+def keyframes_of(outcome: Outcome) -> tuple[dict[str, Any], list[bytes]]:
+    """The entry and JPEGs an `extract_keyframes` outcome gives: the child's, or (a child that died, timed out or
+    raised) its failure, as `record_outcome` records it."""
+    if outcome.result is None:
+        return _failed_entry(outcome.task, outcome.failure, outcome.detail), []
+    return outcome.result["entry"], [base64.b64decode(jpeg, validate=True) for jpeg in outcome.result["jpegs"]]
+
+
 def _extract(task: dict[str, Any]) -> tuple[dict[str, Any], list[bytes]]:
     source = Path(task["source"])
     try:
@@ -835,11 +883,11 @@ def _write_frames(root: Path, video_id: str, jpegs: Sequence[bytes]) -> list[str
     final = root / FRAMES_DIR / video_id
     partial = root / FRAMES_DIR / f".{video_id}.partial"
     shutil.rmtree(partial, ignore_errors=True)
+    names = frame_names(video_id, len(jpegs))
     try:
         partial.mkdir()
-        names = [f"{i:04d}.jpg" for i in range(len(jpegs))]
         for name, data in zip(names, jpegs):
-            (partial / name).write_bytes(data)
+            (partial / PurePosixPath(name).name).write_bytes(data)
         if final.exists():
             old = root / FRAMES_DIR / f".{video_id}.old"
             final.rename(old)
@@ -848,7 +896,12 @@ def _write_frames(root: Path, video_id: str, jpegs: Sequence[bytes]) -> list[str
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-    return [f"{FRAMES_DIR}/{video_id}/{name}" for name in names]
+    return names
+
+
+def frame_names(video_id: str, count: int) -> list[str]:
+    """The names (relative to the cache) `store_entry` gives a video's `count` keyframes."""
+    return [f"{FRAMES_DIR}/{video_id}/{i:04d}.jpg" for i in range(count)]
 
 
 def extract_into(task: dict[str, str]) -> dict[str, Any]:
