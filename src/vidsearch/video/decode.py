@@ -32,7 +32,9 @@ from pathlib import Path
 from typing import Iterator
 
 import av
+import av.logging
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +44,12 @@ _OPEN_OPTIONS = {
     "protocol_whitelist": "file",
     "enable_drefs": "0",
 }
+# Codec options for the decoders FFmpeg opens while it reads a file's stream info: they skip every frame, so opening
+# decodes nothing (FFmpeg would otherwise decode the first frames of each stream, up to 7 for H.264, before any of
+# our limits apply). Where the container does not declare the frame size, the file is opened again without them.
+_NO_PROBE_DECODING = {"skip_frame": "all"}
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+_DISPLAY_MATRIX = re.compile(r"^\s*Display ?Matrix: rotation of (-?\d+(?:\.\d+)?) degrees\s*$", re.IGNORECASE)
 _TRUNCATION_TOLERANCE_S = 1.0
 
 
@@ -102,12 +109,10 @@ def check_local_file(path: str | Path) -> Path:
 def open_video(path: str | Path, *, limits: DecodeLimits, threads: int = 1) -> Iterator[av.container.InputContainer]:
     """Open a checked local file with the whitelists, check the limits, and set up its first video stream."""
     source = check_local_file(path)
-    try:
-        container = av.open(str(source), container_options=_OPEN_OPTIONS)
-    except av.ArgumentError:
-        raise VideoError("format_not_allowed", f"not a {'/'.join(ALLOWED_DEMUXERS)} container") from None
-    except av.FFmpegError as error:
-        raise VideoError("unreadable", _ffmpeg_message(error)) from None
+    container = _open_container(source, options=_NO_PROBE_DECODING)
+    if _needs_probe_decoding(container):
+        container.close()
+        container = _open_container(source, options={"max_pixels": str(limits.max_side ** 2)})
     try:
         _check_limits(container, limits)
         stream = container.streams.video[0]
@@ -117,6 +122,23 @@ def open_video(path: str | Path, *, limits: DecodeLimits, threads: int = 1) -> I
         yield container
     finally:
         container.close()
+
+
+def _open_container(source: Path, *, options: dict[str, str]) -> av.container.InputContainer:
+    try:
+        return av.open(str(source), container_options=_OPEN_OPTIONS, options=options)
+    except av.ArgumentError:
+        raise VideoError("format_not_allowed", f"not a {'/'.join(ALLOWED_DEMUXERS)} container") from None
+    except av.FFmpegError as error:
+        raise VideoError("unreadable", _ffmpeg_message(error)) from None
+
+
+def _needs_probe_decoding(container: av.container.InputContainer) -> bool:
+    """Whether the first video stream's frame size is known only from decoding (e.g. a bare stream in MPEG-TS)."""
+    if not container.streams.video:
+        return False
+    context = container.streams.video[0].codec_context
+    return context is not None and (context.width <= 0 or context.height <= 0)
 
 
 def _usable_cores() -> int:
@@ -146,10 +168,15 @@ def _declared_seconds(container: av.container.InputContainer) -> float | None:
 
 
 def probe(path: str | Path, *, limits: DecodeLimits) -> VideoInfo:
-    """Every frame's timestamp by a demux-only pass, plus the first frame's rotation; refuses truncated files."""
+    """Every frame's timestamp by a demux-only pass, and the stream's rotation; refuses truncated files.
+
+    Nothing is decoded: the rotation is the stream's display matrix (`_display_rotation`), which the decoder would
+    attach to every frame. Whether frames decode at all is for `decode_frames` to find out."""
     with open_video(path, limits=limits) as container:
         stream = container.streams.video[0]
-        pts, keyframes, end, rotation = _demux_timestamps(container, stream, limits)
+        rotation = _display_rotation(container, stream.index)
+        pts, keyframes, end, first_rotation = _demux_timestamps(container, stream, limits, rotation is None)
+        rotation = first_rotation if rotation is None else rotation
         declared_seconds, declared_frames = _declared_seconds(container), stream.frames
         tick = float(stream.time_base)
         rate = float(stream.average_rate) if stream.average_rate else None
@@ -168,14 +195,47 @@ def probe(path: str | Path, *, limits: DecodeLimits) -> VideoInfo:
                      keyframes)
 
 
-def _demux_timestamps(container, stream, limits: DecodeLimits) -> tuple[np.ndarray, np.ndarray, int, int]:
-    """Presentation timestamps of all frames, which are keyframes, the end of the last one, the first's rotation."""
+def _display_rotation(container: av.container.InputContainer, index: int) -> int | None:
+    """Degrees counter-clockwise from stream `index`'s display matrix (0 without one), or None if unreadable.
+
+    PyAV has no getter for a stream's side data, but FFmpeg's own description of the file lists it under the stream
+    ("Display Matrix: rotation of -90.00 degrees"); PyAV hands that text over only while its log is on. Lines of
+    the file's metadata never start with those words (FFmpeg prints each as "key: value", continuations indented
+    to the colon)."""
+    level, repeated = av.logging.get_level(), av.logging.get_skip_repeated()
+    av.logging.set_level(av.logging.INFO)
+    av.logging.set_skip_repeated(False)  # identical consecutive pieces of the text must all come through
+    try:
+        text = container.dumps_format()
+    finally:
+        av.logging.set_level(level)
+        av.logging.set_skip_repeated(repeated)
+    lines = text.splitlines()
+    start = next((n for n, line in enumerate(lines) if line.lstrip().startswith(f"Stream #0:{index}")), None)
+    if start is None:
+        return None
+    for line in lines[start + 1:]:
+        if line.lstrip().startswith("Stream #"):
+            break
+        if match := _DISPLAY_MATRIX.match(line):
+            return _quarter_turns(float(match[1]))
+    return 0
+
+
+def _quarter_turns(degrees: float) -> int:
+    return round(degrees / 90) % 4 * 90
+
+
+def _demux_timestamps(container, stream, limits: DecodeLimits,
+                      decode_first: bool) -> tuple[np.ndarray, np.ndarray, int, int | None]:
+    """Presentation timestamps of all frames, which are keyframes, the end of the last one, and (`decode_first`:
+    the first frame is decoded for it) the first frame's rotation."""
     seen: dict[int, bool] = {}
     first, end, rotation = None, None, None
     max_ticks = limits.max_seconds / float(stream.time_base)
     try:
         for packet in container.demux(stream):
-            if rotation is None:
+            if decode_first and rotation is None:
                 rotation = _first_rotation(stream, packet, limits)  # the last, empty packet flushes the decoder
             stamp = packet.pts if packet.pts is not None else packet.dts
             if stamp is None or packet.size == 0:
@@ -189,7 +249,7 @@ def _demux_timestamps(container, stream, limits: DecodeLimits) -> tuple[np.ndarr
         raise VideoError("corrupt", _ffmpeg_message(error)) from None
     if not seen:
         raise VideoError("no_frames", "the video stream has no frames")
-    if rotation is None:
+    if decode_first and rotation is None:
         raise VideoError("decode_error", "no frame could be decoded")
     stamps = sorted(seen)
     return np.array(stamps, dtype=np.int64), np.array([seen[t] for t in stamps], dtype=bool), end, rotation
@@ -205,7 +265,7 @@ def _first_rotation(stream, packet, limits: DecodeLimits) -> int | None:
         return None
     check_frame_size(frames[0], limits)
     rotation = frames[0].rotation
-    return 0 if rotation is None or rotation == -(2**31) else round(rotation / 90) % 4 * 90
+    return 0 if rotation is None or rotation == -(2**31) else _quarter_turns(rotation)
 
 
 def decode_frames(path: str | Path, *, info: VideoInfo, indices: list[int], size: int, limits: DecodeLimits,
@@ -213,15 +273,16 @@ def decode_frames(path: str | Path, *, info: VideoInfo, indices: list[int], size
     """Frames `indices` as uint8 [N, size, size, 3]: short side to `size` (bicubic), centre crop, upright.
 
     Only what the wanted frames depend on is decoded (see `_decode_only`); only the wanted frames are converted to
-    RGB, and only at the target size.
+    RGB, and only at the target size, all by one scaler (a new one per frame costs more than its scaling).
     """
     wanted = {int(info.pts[i]): position for position, i in enumerate(indices)}
     out = np.empty((len(indices), size, size, 3), dtype=np.uint8)
+    scaler = VideoReformatter()
     with open_video(path, limits=limits, threads=threads) as container:
         stream = container.streams.video[0]
         for frame in _decode_only(stream, container.demux(stream), wanted, info.pts[info.keyframes], limits):
             check_frame_size(frame, limits)
-            out[wanted.pop(frame.pts)] = _square(frame, size=size, rotation=info.rotation)
+            out[wanted.pop(frame.pts)] = _square(frame, size=size, rotation=info.rotation, scaler=scaler)
     if wanted:
         missing = sorted(float(info.timestamps[indices[p]]) for p in wanted.values())
         raise VideoError("decode_error", f"{len(missing)} frame(s) could not be decoded, first at {missing[0]:.3f} s")
@@ -275,12 +336,13 @@ def _skip_level(pts: int | None, unsent: set[int], next_keyframe: float) -> str:
 def iter_frames(path: str | Path, *, limits: DecodeLimits, width: int | None = None,
                 height: int | None = None, threads: int = 1) -> Iterator[np.ndarray]:
     """Every frame's luma as uint8 [H, W] (scaled to width×height when given), in presentation order, as coded."""
+    scaler = VideoReformatter()
     with open_video(path, limits=limits, threads=threads) as container:
         stream = container.streams.video[0]
         try:
             for frame in container.decode(stream):
                 check_frame_size(frame, limits)
-                yield frame.to_ndarray(format="gray", width=width, height=height)
+                yield scaler.reformat(frame, format="gray", width=width, height=height).to_ndarray()
         except av.FFmpegError as error:
             raise _decoding_failed(stream.codec_context, error, limits) from None
 
@@ -301,11 +363,11 @@ def _decoding_failed(context, error: av.FFmpegError, limits: DecodeLimits) -> Vi
     return VideoError("decode_error", _ffmpeg_message(error))
 
 
-def _square(frame: av.VideoFrame, *, size: int, rotation: int) -> np.ndarray:
+def _square(frame: av.VideoFrame, *, size: int, rotation: int, scaler: VideoReformatter) -> np.ndarray:
     """Short side to `size` with bicubic scaling in swscale, turned upright, centre-cropped to size×size."""
     scale = size / min(frame.width, frame.height)
     width, height = max(size, round(frame.width * scale)), max(size, round(frame.height * scale))
-    rgb = frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="BICUBIC")
+    rgb = scaler.reformat(frame, format="rgb24", width=width, height=height, interpolation="BICUBIC").to_ndarray()
     rgb = np.rot90(rgb, k=rotation // 90)
     top, left = (rgb.shape[0] - size) // 2, (rgb.shape[1] - size) // 2
     return rgb[top:top + size, left:left + size]
