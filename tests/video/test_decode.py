@@ -2,10 +2,12 @@
 
 import os
 
+import av
+import av.logging
 import numpy as np
 import pytest
 
-from vidsearch.video import samplers
+from vidsearch.video import decode, samplers
 from vidsearch.video.decode import (DecodeLimits, VideoError, _decode_only, check_local_file, decode_frames,
                                     iter_frames, open_video, probe)
 
@@ -42,6 +44,76 @@ def test_rotated_video_comes_out_upright(videos, painted_index):
     info, chosen, painted = uniform_keyframes(videos["rotated"], painted_index)
     assert (info.width, info.height, info.rotation) == (48, 64, 270)
     assert painted == [0, 10, 20]
+
+
+def turned(path, degrees, painted):
+    """A 64×48 H.264 file whose stream's display matrix turns it `degrees` counter-clockwise."""
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.set_display_rotation(degrees)
+        for frame in painted:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode(None))
+    return path
+
+
+def first_frame_rotation(path):
+    """What the previous probe read: the first decoded frame's rotation, in quarter turns counter-clockwise."""
+    with av.open(str(path)) as container:
+        return round(next(container.decode(video=0)).rotation / 90) % 4 * 90
+
+
+@pytest.mark.parametrize("suffix", ["mp4", "mkv"])
+def test_rotation_is_read_without_decoding_and_equals_the_decoded_frames(tmp_path, monkeypatch, videos, suffix):
+    """probe takes the rotation from the stream's display matrix, decoding nothing, and finds what the decoder
+    attaches to the frames: for every quarter turn, a file without a matrix, and the phone-style track matrix."""
+    def no_decoding(*args):
+        raise AssertionError("probe decoded a frame for the rotation")
+
+    monkeypatch.setattr(decode, "_first_rotation", no_decoding)
+    painted = [np.full((48, 64, 3), 40 * i, dtype=np.uint8) for i in range(5)]
+    paths = [turned(tmp_path / f"turned{degrees}.{suffix}", degrees, painted) for degrees in (0, 90, 180, 270)]
+    paths += [videos["rotated"], videos["vp9"], videos["mjpeg"]]
+    read = [probe(path, limits=LIMITS).rotation for path in paths]
+    assert read == [first_frame_rotation(path) for path in paths], [path.name for path in paths]
+    assert read[-3:] == [270, 0, 0]
+    if suffix == "mp4":
+        assert read[:4] == [0, 90, 180, 270]
+
+
+def test_rotation_falls_back_to_decoding_when_the_matrix_cannot_be_read(videos, monkeypatch):
+    monkeypatch.setattr(decode, "_display_rotation", lambda container, index: None)
+    info = probe(videos["rotated"], limits=LIMITS)
+    assert (info.width, info.height, info.rotation) == (48, 64, 270)
+
+
+def test_reading_the_rotation_leaves_pyav_logging_as_it_was(videos):
+    before = av.logging.get_level(), av.logging.get_skip_repeated()
+    assert probe(videos["rotated"], limits=LIMITS).rotation == 270
+    assert (av.logging.get_level(), av.logging.get_skip_repeated()) == before
+
+
+def test_opening_decodes_nothing(videos):
+    """FFmpeg reads the stream info with every frame skipped: the decoder's pixel format is not yet known."""
+    with open_video(videos["h264"], limits=LIMITS) as container:
+        context = container.streams.video[0].codec_context
+        assert (context.width, context.height, context.pix_fmt) == (64, 48, None)
+
+
+def test_a_file_whose_size_only_decoding_tells_is_opened_again_with_decoding(videos, monkeypatch, painted_index):
+    """The allowed containers and FFmpeg's parsers declare the size of every test file; a file where neither does
+    (here: any file that opened without decoding, as far as the check knows) is opened again, this time letting FFmpeg
+    decode its first frames for the size."""
+    monkeypatch.setattr(decode, "_needs_probe_decoding", _opened_without_decoding)
+    with open_video(videos["h264"], limits=LIMITS) as container:
+        assert container.streams.video[0].codec_context.pix_fmt == "yuv420p"
+    info, chosen, painted = uniform_keyframes(videos["h264"], painted_index)
+    assert (info.width, info.height) == (64, 48) and painted == chosen.tolist() == [0, 10, 20, 30]
+
+
+def _opened_without_decoding(container):
+    return container.streams.video[0].codec_context.pix_fmt is None
 
 
 def test_one_frame_video(videos, painted_index):
