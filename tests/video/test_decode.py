@@ -88,10 +88,17 @@ def test_rotation_falls_back_to_decoding_when_the_matrix_cannot_be_read(videos, 
     assert (info.width, info.height, info.rotation) == (48, 64, 270)
 
 
-def test_reading_the_rotation_leaves_pyav_logging_as_it_was(videos):
+@pytest.mark.parametrize("level, skip_repeated", [(None, True), (av.logging.WARNING, False)])
+def test_reading_the_rotation_leaves_pyav_logging_as_it_was(videos, level, skip_repeated):
     before = av.logging.get_level(), av.logging.get_skip_repeated()
-    assert probe(videos["rotated"], limits=LIMITS).rotation == 270
-    assert (av.logging.get_level(), av.logging.get_skip_repeated()) == before
+    av.logging.set_level(level)
+    av.logging.set_skip_repeated(skip_repeated)
+    try:
+        assert probe(videos["rotated"], limits=LIMITS).rotation == 270
+        assert (av.logging.get_level(), av.logging.get_skip_repeated()) == (level, skip_repeated)
+    finally:
+        av.logging.set_level(before[0])
+        av.logging.set_skip_repeated(before[1])
 
 
 def test_opening_decodes_nothing(videos):
