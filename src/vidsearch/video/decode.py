@@ -11,6 +11,9 @@ Safety, since video files come from users:
 - only real container demuxers are allowed (`format_whitelist`): FFmpeg probes the content, not the name, so an HLS
   or ffconcat playlist saved as `.mp4`/`.avi` would otherwise open the files it lists; `enable_drefs=0` keeps MP4
   external data references closed too;
+- opening a file decodes nothing: FFmpeg reads the stream info with every frame skipped (it would otherwise decode
+  the first frames, up to 7 for H.264, before any limit is checked); a file whose frame size only decoding tells is
+  opened again with the pixel limit on those decoders;
 - declared duration, frame size and stream count are checked against `DecodeLimits` before decoding, and every
   decoded frame again: the decoder itself refuses a frame above `max_side`² pixels before allocating it (FFmpeg's
   `max_pixels`), and a frame wider or taller than `max_side` fails before any conversion (a file may declare and
@@ -45,8 +48,7 @@ _OPEN_OPTIONS = {
     "enable_drefs": "0",
 }
 # Codec options for the decoders FFmpeg opens while it reads a file's stream info: they skip every frame, so opening
-# decodes nothing (FFmpeg would otherwise decode the first frames of each stream, up to 7 for H.264, before any of
-# our limits apply). Where the container does not declare the frame size, the file is opened again without them.
+# decodes nothing (see the module's docstring); it also saves the cost of those frames, twice a video.
 _NO_PROBE_DECODING = {"skip_frame": "all"}
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 _DISPLAY_MATRIX = re.compile(r"^\s*Display ?Matrix: rotation of (-?\d+(?:\.\d+)?) degrees\s*$", re.IGNORECASE)
@@ -199,9 +201,9 @@ def _display_rotation(container: av.container.InputContainer, index: int) -> int
     """Degrees counter-clockwise from stream `index`'s display matrix (0 without one), or None if unreadable.
 
     PyAV has no getter for a stream's side data, but FFmpeg's own description of the file lists it under the stream
-    ("Display Matrix: rotation of -90.00 degrees"); PyAV hands that text over only while its log is on. Lines of
-    the file's metadata never start with those words (FFmpeg prints each as "key: value", continuations indented
-    to the colon)."""
+    ("Display Matrix: rotation of -90.00 degrees"); PyAV hands that text over only while its log is on. Metadata
+    values never start a line with those words (FFmpeg indents their continuation lines to the colon); a crafted
+    key with a line break could, which turns only that file's own keyframes."""
     level, repeated = av.logging.get_level(), av.logging.get_skip_repeated()
     av.logging.set_level(av.logging.INFO)
     av.logging.set_skip_repeated(False)  # identical consecutive pieces of the text must all come through
