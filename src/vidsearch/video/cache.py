@@ -90,7 +90,6 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from vidsearch import __version__
 from vidsearch.config import FrameConfig, from_dict, to_dict
@@ -714,6 +713,8 @@ def _task(source: Path, video_id: str, root: Path, config: FrameConfig, limits: 
 
 
 def _extract_all(plan: ExtractionPlan, *, workers: int, timeout_s: float) -> None:
+    from tqdm import tqdm  # here, not at the top: every worker process imports this module, and tqdm is a fifth of it
+
     outcomes = run_isolated(extract_video, plan.tasks, workers=workers, timeout_s=timeout_s)
     with closing(outcomes), tqdm(total=len(plan.tasks), desc="keyframes", unit="video",
                                  disable=not plan.tasks) as progress:
