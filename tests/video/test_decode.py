@@ -129,6 +129,23 @@ def test_one_frame_video(videos, painted_index):
     assert info.duration == pytest.approx(0.1)
 
 
+def test_one_scaler_per_file_gives_each_frame_its_own_conversion(videos):
+    """A scaler shared by frames of different sizes (64×48 and 48×64, alternating) converts each as a scaler of its
+    own does: bicubic to a short side of 32, turned upright by each quarter turn, centre square."""
+    with av.open(str(videos["h264"])) as container:
+        frames = [frame if k % 2 else frame.reformat(width=48, height=64)
+                  for k, frame in enumerate(container.decode(video=0))]
+    scaler = decode.VideoReformatter()
+    for k, frame in enumerate(frames):
+        rotation = k % 4 * 90
+        width, height = (43, 32) if frame.width > frame.height else (32, 43)
+        own = frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="BICUBIC")
+        expected = np.rot90(own, k=rotation // 90)
+        top, left = (expected.shape[0] - 32) // 2, (expected.shape[1] - 32) // 2
+        np.testing.assert_array_equal(decode._square(frame, size=32, rotation=rotation, scaler=scaler),
+                                      expected[top:top + 32, left:left + 32], err_msg=f"frame {k}")
+
+
 def test_skipped_frames_do_not_change_the_kept_ones(videos, painted_index):
     """Frames decoded with their neighbours skipped equal the same frames from a decode of every frame."""
     info = probe(videos["h264"], limits=LIMITS)
