@@ -82,6 +82,27 @@ def test_rotation_is_read_without_decoding_and_equals_the_decoded_frames(tmp_pat
         assert read[:4] == [0, 90, 180, 270]
 
 
+def test_rotation_is_the_video_streams_own_when_it_is_not_the_first(tmp_path):
+    """An audio stream first, the video stream second: the video's matrix counts, not the first stream listed."""
+    path = tmp_path / "audio_first.mp4"
+    with av.open(str(path), mode="w") as container:
+        audio = container.add_stream("aac", rate=8000)
+        video = container.add_stream("libx264", rate=10)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        video.set_display_rotation(90)
+        for i in range(10):
+            sound = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            sound.sample_rate, sound.pts = 8000, i * 1024
+            container.mux(audio.encode(sound))
+            container.mux(video.encode(av.VideoFrame.from_ndarray(np.full((48, 64, 3), 9 * i, np.uint8),
+                                                                  format="rgb24")))
+        container.mux(audio.encode(None))
+        container.mux(video.encode(None))
+    with av.open(str(path)) as container:
+        assert [stream.type for stream in container.streams] == ["audio", "video"]
+    assert probe(path, limits=LIMITS).rotation == first_frame_rotation(path) == 90
+
+
 def test_rotation_falls_back_to_decoding_when_the_matrix_cannot_be_read(videos, monkeypatch):
     monkeypatch.setattr(decode, "_display_rotation", lambda container, index: None)
     info = probe(videos["rotated"], limits=LIMITS)

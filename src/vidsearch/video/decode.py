@@ -213,7 +213,8 @@ def _display_rotation(container: av.container.InputContainer, index: int) -> int
         av.logging.set_level(level)
         av.logging.set_skip_repeated(repeated)
     lines = text.splitlines()
-    start = next((n for n, line in enumerate(lines) if line.lstrip().startswith(f"Stream #0:{index}")), None)
+    header = re.compile(rf"^\s*Stream #0:{index}\b")  # not #0:10 for #0:1
+    start = next((n for n, line in enumerate(lines) if header.match(line)), None)
     if start is None:
         return None
     for line in lines[start + 1:]:
