@@ -17,7 +17,8 @@ from PIL import Image
 
 @st.composite
 def images(draw, image_format: str) -> bytes:
-    """Small decodable images: a schema can say "binary", not "an image Pillow reads" (`image` of /api/search/image)."""
+    """Small decodable images: a schema can say "binary", not "an image Pillow reads" (`image` of /api/search/image);
+    likewise clips below."""
     width, height = draw(st.integers(1, 48)), draw(st.integers(1, 48))
     colour = draw(st.tuples(*[st.integers(0, 255)] * 3))
     buffer = io.BytesIO()
@@ -25,8 +26,27 @@ def images(draw, image_format: str) -> bytes:
     return buffer.getvalue()
 
 
+def _clips() -> list[bytes]:
+    """A few short H.264 MP4 clips (made once: each example then costs a decode, not an encode)."""
+    import tempfile
+    from pathlib import Path
+
+    import numpy as np
+
+    from vidsearch.data.synthetic import random_spec, render_clip
+    from vidsearch.video.encode import write_video
+
+    made = []
+    with tempfile.TemporaryDirectory() as directory:
+        for seed, frames, size in [(0, 4, 16), (1, 9, 32), (2, 20, 48)]:
+            pixels = render_clip(random_spec(np.random.default_rng(seed)), frames=frames, size=size)
+            made.append(write_video(Path(directory) / f"{seed}.mp4", pixels, fps=4).read_bytes())
+    return made
+
+
 schemathesis.openapi.media_type("image/png", images("PNG"))
 schemathesis.openapi.media_type("image/jpeg", images("JPEG"))
+schemathesis.openapi.media_type("video/mp4", st.sampled_from(_clips()))  # `clip` of /api/search/clip
 
 schema = schemathesis.openapi.from_wsgi("/api/openapi.json", get_wsgi_application())
 

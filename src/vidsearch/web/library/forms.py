@@ -79,6 +79,13 @@ class ImageSearchForm(SearchForm):
     image = forms.FileField(allow_empty_file=False)
 
 
+class ClipSearchForm(SearchForm):
+    """Search by an example video clip (`POST /api/search/clip`, the page's search by example): the clip and the
+    filters."""
+
+    clip = forms.FileField(allow_empty_file=False)
+
+
 class SimilarForm(TypedParameters, SearchForm):
     """More like a moment: `start` (seconds) picks it among the video's moments (none: the first)."""
 
