@@ -4,6 +4,7 @@ files that are not clips, too long or too large refused in one line; nothing lef
 import io
 import os
 import re
+import signal
 import stat
 from dataclasses import replace
 
@@ -126,8 +127,18 @@ def test_what_is_not_a_clip_file_is_refused_in_one_line(tmp_path, name, message)
 def test_a_fifo_does_not_hang_the_reader(tmp_path):
     fifo = tmp_path / "pipe.mp4"
     os.mkfifo(fifo)
-    with pytest.raises(ClipRejected, match="^not a regular file$"):
-        read_clip(fifo)
+
+    def hung(*_):
+        raise TimeoutError("reading the FIFO blocked")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(10)
+    try:
+        with pytest.raises(ClipRejected, match="^not a regular file$"):
+            read_clip(fifo)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def test_a_decoder_past_its_time_limit_is_killed(clip_file, private_tmp):
@@ -136,7 +147,7 @@ def test_a_decoder_past_its_time_limit_is_killed(clip_file, private_tmp):
     assert list(private_tmp.iterdir()) == []
 
 
-def test_the_clip_is_private_while_it_is_decoded(clip_file, monkeypatch):
+def test_the_clip_and_its_keyframes_are_private(clip_file, monkeypatch):
     seen = {}
     real = clips.run_isolated
 
@@ -148,9 +159,16 @@ def test_the_clip_is_private_while_it_is_decoded(clip_file, monkeypatch):
         seen["names"] = sorted(os.listdir(directory))
         return real(fn, tasks, **kwargs)
 
+    real_load = clips._load_frames
+
+    def loading(path, *args, **kwargs):
+        seen["frames"] = stat.S_IMODE(os.stat(path).st_mode)
+        return real_load(path, *args, **kwargs)
+
     monkeypatch.setattr(clips, "run_isolated", spying)
+    monkeypatch.setattr(clips, "_load_frames", loading)
     decode_clip(clip_file.read_bytes(), CONFIG)
-    assert seen == {"dir": 0o700, "file": 0o600, "names": [clips.CLIP_FILE]}, seen
+    assert seen == {"dir": 0o700, "file": 0o600, "names": [clips.CLIP_FILE], "frames": 0o600}, seen
 
 
 @pytest.mark.parametrize("array, count, why", [

@@ -199,9 +199,7 @@ def extract_clip(task: dict[str, Any]) -> dict[str, Any]:
     config, limits = from_dict(FrameConfig, task["settings"]), DecodeLimits(**task["limits"])
     source = directory / CLIP_FILE
     try:
-        info = probe(source, limits=limits)
-        if info.duration > limits.max_seconds:
-            raise VideoError("too_long", f"{info.duration:.0f} s (limit {limits.max_seconds:.0f} s)")
+        info = probe(source, limits=limits)  # refuses a clip over limits.max_seconds, declared or demuxed
         chosen, _ = select_keyframes(source, info, config, limits=limits)
         frames = decode_frames(source, info=info, indices=chosen.tolist(), size=config.size, limits=limits)
     except VideoError as error:
