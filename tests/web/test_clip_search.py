@@ -32,6 +32,9 @@ def test_api_searches_by_a_clip(client, site, web_library, some_video):
     assert body["hits"][0]["score"] == pytest.approx(float(expected_scores(site, data).max()), abs=1e-5)
     assert some_video in [hit["video_id"] for hit in body["hits"]]
     assert {"confidence", "confidence_label"} <= set(body["hits"][0]) and isinstance(body["confident"], bool)
+    timings = body["timings_ms"]
+    assert timings["decode"] > 0 and timings["encode"] > 0
+    assert timings["total"] >= timings["decode"] + timings["encode"] + timings["vector"] - 0.01, timings
 
 
 def test_api_clip_with_filters(client, site, web_library, some_video):
