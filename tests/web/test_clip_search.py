@@ -125,3 +125,17 @@ def test_clips_beyond_the_decoding_slots_are_refused_at_once(client, site, web_l
             assert "decoding as many clips as it may at once" in response.content.decode()
     with throttle.clip_decoding_slot() as free:
         assert free, "a refused request kept a slot"
+
+
+def test_a_parameter_or_file_given_twice_is_refused(client, site, web_library, some_video, monkeypatch):
+    monkeypatch.setattr("vidsearch.video.clips.run_isolated", lambda *a, **k: pytest.fail("the clip was decoded"))
+    data = library_clip(web_library, some_video)
+    response = client.post("/api/search/clip", {"clip": SimpleUploadedFile("c.mp4", data), "k": ["3", "4"]})
+    assert (response.status_code, response.json()["error"]) == (400, "k: given more than once")
+    response = client.post("/api/search/clip", {"clip": [SimpleUploadedFile("a.mp4", data),
+                                                         SimpleUploadedFile("b.mp4", data)]})
+    assert (response.status_code, response.json()["error"]) == (400, "clip: given more than once")
+    response = client.post("/api/search/image", {"image": SimpleUploadedFile("x.png", b"x"), "category": ["a", "b"]})
+    assert (response.status_code, response.json()["error"]) == (400, "category: given more than once")
+    response = client.get("/api/search", {"q": ["a dog", "a cat"]})
+    assert (response.status_code, response.json()["error"]) == (400, "q: given more than once")
