@@ -139,3 +139,12 @@ def test_a_parameter_or_file_given_twice_is_refused(client, site, web_library, s
     assert (response.status_code, response.json()["error"]) == (400, "category: given more than once")
     response = client.get("/api/search", {"q": ["a dog", "a cat"]})
     assert (response.status_code, response.json()["error"]) == (400, "q: given more than once")
+
+
+@pytest.mark.parametrize("url, field", [("/api/search/clip", "clip"), ("/api/search/image", "image")])
+@pytest.mark.parametrize("name", ["k", "threshold", "min_confidence"])
+def test_a_filter_given_without_a_value_is_refused(client, site, monkeypatch, url, field, name):
+    monkeypatch.setattr("vidsearch.video.clips.run_isolated", lambda *a, **k: pytest.fail("the clip was decoded"))
+    response = client.post(url, {field: SimpleUploadedFile("x", b"x"), name: ""})
+    assert (response.status_code, response.json()["error"]) == (400, f"{name}: a value is required when the "
+                                                                      "parameter is given")

@@ -85,17 +85,19 @@ class ApiSearchForm(TypedParameters, SearchForm):
         return self.cleaned_data["mode"] or "vector"
 
 
-class ImageSearchForm(OneValueEach, SearchForm):
+class ImageSearchForm(TypedParameters, SearchForm):
     """Search by an example image (`POST /api/search/image`, the page's image search): the image and the filters."""
 
     image = forms.FileField(allow_empty_file=False)
+    TYPED = ("k", "threshold", "min_confidence")
 
 
-class ClipSearchForm(OneValueEach, SearchForm):
+class ClipSearchForm(TypedParameters, SearchForm):
     """Search by an example video clip (`POST /api/search/clip`, the page's search by example): the clip and the
     filters."""
 
     clip = forms.FileField(allow_empty_file=False)
+    TYPED = ("k", "threshold", "min_confidence")
 
 
 class SimilarForm(TypedParameters, SearchForm):
