@@ -512,10 +512,14 @@ def _ingest_run(args: argparse.Namespace) -> int:
 
 
 def _search_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("query", nargs="?", help="a sentence describing what to find (or --image)")
+    parser.add_argument("query", nargs="?", help="a sentence describing what to find (or --image, --clip)")
     parser.add_argument("--image", metavar="PATH",
                         help="search by an example image instead of a sentence (any format Pillow reads; encoded as a "
                              "one-frame video; vector mode)")
+    parser.add_argument("--clip", metavar="PATH",
+                        help="search by an example video clip instead of a sentence (MP4, MOV, MKV, WebM, AVI or "
+                             "MPEG-TS; at most 50 MB and 120 s; keyframes sampled as the library's, decoded in a child "
+                             "process, encoded by the video tower; vector mode)")
     parser.add_argument("--store", required=True, help="feature store directory (from `vidsearch index`)")
     parser.add_argument("-k", type=int, default=10, help="number of videos to return")
     parser.add_argument("--mode", choices=["vector", "text", "hybrid"], default="vector",
@@ -536,25 +540,29 @@ def _search_run(args: argparse.Namespace) -> int:
     from vidsearch.store.search import SearchOptions
     from vidsearch.store.store import StoreError
 
-    if (args.query is None) == (args.image is None):
-        raise UserError("give a query sentence or --image PATH (one of them)")
+    if [args.query, args.image, args.clip].count(None) != 2:
+        raise UserError("give a query sentence, --image PATH or --clip PATH (one of them)")
     if (args.query is not None and not args.query.strip()) or args.k < 1:
         raise UserError("the query must not be empty and -k must be at least 1")
     if args.min_confidence is not None and not 0 <= args.min_confidence <= 1:
         raise UserError("--min-confidence must be between 0 and 1")
     image = _read_image_arg(args.image) if args.image is not None else None
+    clip = _read_clip_arg(args.clip) if args.clip is not None else None
     model = _exported_model_arg(args.model)
     options = SearchOptions(k=args.k, mode=args.mode, threshold=args.threshold, category=args.category,
                             min_confidence=args.min_confidence)
     try:
         searcher = open_searcher(args.store, model=model)
-        if image is None:
-            result = searcher.search(args.query, options)
-        else:
+        if image is not None:
             from vidsearch.store.indexer import encode_image
 
             vector = encode_image(getattr(searcher.encoder, "model", searcher.encoder), image)
             result = searcher.search_example(vector, options, query=f"image {Path(args.image).name}")
+        elif clip is not None:
+            vector = _encode_clip_arg(args.clip, clip, searcher)
+            result = searcher.search_example(vector, options, query=f"clip {Path(args.clip).name}")
+        else:
+            result = searcher.search(args.query, options)
     except (StoreError, ExportedModelError, ValueError) as error:
         raise UserError(str(error)) from None
     print(json.dumps(result.to_dict(), indent=2) if args.json else _format_hits(result))
@@ -574,6 +582,29 @@ def _read_image_arg(path: str):
         raise UserError(f"--image {path}: {error.strerror or error}") from None
     except ImageRejected as error:
         raise UserError(f"--image {path}: {error}") from None
+
+
+def _read_clip_arg(path: str) -> bytes:
+    """--clip PATH → its bytes, or a one-line UserError (missing, not a regular file, too large: before reading)."""
+    from vidsearch.video.clips import MAX_CLIP_BYTES, ClipRejected, read_clip
+
+    try:
+        return read_clip(path, max_bytes=MAX_CLIP_BYTES)
+    except ClipRejected as error:
+        raise UserError(f"--clip {path}: {error}") from None
+
+
+def _encode_clip_arg(path: str, data: bytes, searcher):
+    """The clip's vector: its keyframes sampled as the store's library's were, decoded in a child process."""
+    from vidsearch.store.indexer import encode_clip
+    from vidsearch.video.clips import ClipRejected, decode_clip, query_frame_config
+
+    model = getattr(searcher.encoder, "model", searcher.encoder)
+    try:
+        clip = decode_clip(data, query_frame_config(model, searcher.store.info.get("frames")))
+    except ClipRejected as error:
+        raise UserError(f"--clip {path}: {error}") from None
+    return encode_clip(model, clip.frames)
 
 
 def _exported_model_arg(value: str | None) -> str | None:
@@ -763,7 +794,8 @@ COMMANDS: dict[str, Command] = {
                      _index_run),
     "ingest": Command("video files → keyframes → features → the feature store in one job, here or on a Ray cluster",
                       _ingest_args, _ingest_run),
-    "search": Command("search a feature store with a sentence or an example image", _search_args, _search_run),
+    "search": Command("search a feature store with a sentence, an example image or an example clip", _search_args,
+                      _search_run),
     "serve": Command("serve the search and player pages and the JSON API over a feature store (waitress)",
                      _serve_args, _serve_run),
     "export": Command("export a checkpoint's text and video towers to ONNX (fp32 or int8) for searching and serving "

@@ -1,6 +1,8 @@
 """A real browser (Debian's headless Chromium, driven by Playwright) searches, plays a moment and toggles text match."""
 
+import base64
 import time
+from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
@@ -125,7 +127,7 @@ def test_search_by_an_image_file_then_more_like_this(browser, live_site, artifac
             else None)
     page.goto(live_site)
     page.locator("input[name=image]").set_input_files(str(still))
-    page.locator("form.image-search button").click()
+    page.locator("form.example-search button").click()
     page.wait_for_url("**/search/image")
     page.wait_for_selector("article.card")
     assert page.locator(".summary q").inner_text() == f"image {still.name}"
@@ -135,5 +137,75 @@ def test_search_by_an_image_file_then_more_like_this(browser, live_site, artifac
     page.wait_for_url("**/similar/**")
     page.wait_for_selector("article.card")
     assert page.locator(".summary q").inner_text().startswith("like ")
+    assert blocked == []
+    page.close()
+
+
+def csp_watch(page) -> list[str]:
+    """What the Content-Security-Policy refuses on the page, as it happens."""
+    blocked = []
+    page.on("console", lambda message: blocked.append(message.text) if "Content Security Policy" in message.text
+            else None)
+    return blocked
+
+
+def library_video(web_library):
+    from vidsearch.video.cache import open_cache
+
+    video_id = sorted(record.video_id for record in web_library.records)[0]
+    return video_id, open_cache(web_library.cache).entry(video_id).source
+
+
+def test_search_by_a_chosen_clip(browser, live_site, artifacts, web_library):
+    video_id, source = library_video(web_library)
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    blocked = csp_watch(page)
+    page.goto(live_site)
+    page.locator("form.example-search input[type=file]").set_input_files(source)
+    assert page.locator("form.example-search input[type=file]").get_attribute("name") == "clip"
+    page.locator("form.example-search button").click()
+    page.wait_for_url("**/search/clip")
+    page.wait_for_selector("article.card")
+    assert page.locator(".summary q").inner_text() == f"clip {video_id}.mp4"
+    titles = page.eval_on_selector_all(".card .video-title", "links => links.map(a => a.title)")
+    assert video_id in titles[:3], titles
+    page.screenshot(path=str(artifacts / "results-clip-1280.png"), full_page=True)
+    assert blocked == []
+    page.close()
+
+
+DROP = """([data, name, type]) => {
+  const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
+  const transfer = new DataTransfer();
+  transfer.items.add(new File([bytes], name, {type}));
+  return transfer;
+}"""
+
+
+def drop_file(page, selector: str, path, content_type: str) -> None:
+    """Drag a file from outside the browser over `selector` and drop it there, as a file manager does."""
+    data = base64.b64encode(open(path, "rb").read()).decode()
+    transfer = page.evaluate_handle(DROP, [data, path.name, content_type])
+    page.dispatch_event(selector, "dragenter", {"dataTransfer": transfer})
+    page.dispatch_event(selector, "dragover", {"dataTransfer": transfer})
+    assert page.evaluate("document.body.classList.contains('dropping')"), "no sign that a drop is expected"
+    page.dispatch_event(selector, "drop", {"dataTransfer": transfer})
+
+
+@pytest.mark.parametrize("kind", ["image", "clip"])
+def test_a_file_dropped_on_the_search_box_is_searched(browser, live_site, web_library, kind):
+    video_id, source = library_video(web_library)
+    if kind == "image":
+        path, content_type = sorted((web_library.cache / "frames" / video_id).glob("*.jpg"))[0], "image/jpeg"
+    else:
+        path, content_type = Path(source), "video/mp4"
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    blocked = csp_watch(page)
+    page.goto(f"{live_site}/?{urlencode({'q': web_library.records[0].captions[0]})}")
+    drop_file(page, "input[name=q]", path, content_type)
+    page.wait_for_url(f"**/search/{kind}")
+    page.wait_for_selector("article.card")
+    assert page.locator(".summary q").inner_text() == f"{kind} {path.name}"
+    assert page.locator("article.card").count() > 0
     assert blocked == []
     page.close()

@@ -73,4 +73,4 @@ def test_cli_needs_a_query_or_an_image_not_both(web_library, still, capsys):
     path, _ = still
     assert main(["search", "a dog", "--image", str(path), "--store", str(web_library.store)]) == 2
     assert main(["search", "--store", str(web_library.store)]) == 2
-    assert capsys.readouterr().err.count("give a query sentence or --image PATH (one of them)") == 2
+    assert capsys.readouterr().err.count("give a query sentence, --image PATH or --clip PATH (one of them)") == 2

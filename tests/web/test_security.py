@@ -15,7 +15,7 @@ from django.urls import URLPattern, get_resolver, reverse
 
 SAMPLE_ARGS = {"video_id": "some-video", "index": 0, "job_id": "00000000-0000-0000-0000-000000000000"}
 # POST only to carry a multipart body; they change nothing (a search), so, like the GET API, need no CSRF token
-READ_ONLY_POSTS = {"api-search-image"}
+READ_ONLY_POSTS = {"api-search-image", "api-search-clip"}
 
 
 def every_route() -> list[str]:

@@ -61,7 +61,7 @@ def _entries(count: int, start: int = 0) -> Iterator[dict]:
 def _jpegs() -> list[bytes]:
     import numpy as np
 
-    return [cache_module._jpeg(np.full((224, 224, 3), i, np.uint8), 90) for i in range(FRAMES)]
+    return [cache_module.jpeg_bytes(np.full((224, 224, 3), i, np.uint8), 90) for i in range(FRAMES)]
 
 
 def _measure_v2(root: Path, count: int, repeat: int) -> dict:

@@ -412,14 +412,17 @@ def _gather_rows(features: np.ndarray, *, counts: list[int], device: torch.devic
 
 def encode_rows(model: Model, cache: FrameCache, specs: Sequence[RowSpec], device: str = "cpu") -> np.ndarray:
     """Video features [len(specs), D] for rows, each from its keyframes evenly spaced and padded to T."""
-    exported = isinstance(model, ExportedModel)
     frames, masks = [], []
     for spec in specs:
-        positions, mask = frame_positions(len(spec.frames), model.num_frames if exported else model.config.num_frames,
-                                          rng=None)
+        positions, mask = frame_positions(len(spec.frames), model_frames(model), rng=None)
         frames.append(cache.read_frames(spec.video_id, [spec.frames[p] for p in positions]))
         masks.append(mask)
     return encode_clips(model, np.stack(frames), np.stack(masks), device)
+
+
+def model_frames(model: Model) -> int:
+    """T, the frames the model's video tower takes (either runtime)."""
+    return model.num_frames if isinstance(model, ExportedModel) else model.config.num_frames
 
 
 def encode_clips(model: Model, frames: np.ndarray, masks: np.ndarray, device: str = "cpu") -> np.ndarray:
@@ -437,6 +440,13 @@ def encode_image(model: Model, image: np.ndarray) -> np.ndarray:
     """An RGB uint8 image [H, W, 3] → its vector [D] in the video space: the video tower on a one-frame video
     (T = 1, adapters and temporal head included)."""
     return encode_clips(model, image[None, None], np.ones((1, 1), dtype=bool))[0]
+
+
+def encode_clip(model: Model, frames: np.ndarray) -> np.ndarray:
+    """A query clip's keyframes, uint8 [N, S, S, 3] in time order (`vidsearch.video.clips.decode_clip`) → its vector
+    [D] in the video space: T of them evenly spaced, or all padded to T, as a library row's (`encode_rows`)."""
+    positions, mask = frame_positions(len(frames), model_frames(model), rng=None)
+    return encode_clips(model, frames[positions][None], mask[None])[0]
 
 
 def _on_device(model: Model, device: str | torch.device) -> Model:

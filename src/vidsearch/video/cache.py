@@ -826,10 +826,11 @@ def _keyframes(task: dict[str, Any]) -> tuple[dict[str, Any], list[bytes]]:
     fields = {"duration": round(info.duration, 6), "fps": round(info.fps, 6), "width": info.width,
               "height": info.height, "timestamps": [round(float(info.timestamps[i]), 6) for i in chosen],
               "moments": [asdict(moment) for moment in moments]}
-    return fields, [_jpeg(frame, config.jpeg_quality) for frame in frames]
+    return fields, [jpeg_bytes(frame, config.jpeg_quality) for frame in frames]
 
 
-def _jpeg(frame: np.ndarray, quality: int) -> bytes:
+def jpeg_bytes(frame: np.ndarray, quality: int) -> bytes:
+    """A keyframe as the cache stores it: JPEG at `quality` (Pillow)."""
     buffer = io.BytesIO()
     Image.fromarray(frame).save(buffer, format="JPEG", quality=quality)
     return buffer.getvalue()

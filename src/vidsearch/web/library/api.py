@@ -11,9 +11,10 @@ from django.views.decorators.http import require_GET, require_POST
 
 from vidsearch.web.library import openapi, presenters, selectors
 from vidsearch.web.library.engine import LibraryUnavailable, get_library
-from vidsearch.web.library.errors import error_response
-from vidsearch.web.library.forms import ApiSearchForm, ImageSearchForm, SimilarForm, errors_text
+from vidsearch.web.library.errors import busy, error_response
+from vidsearch.web.library.forms import ApiSearchForm, ClipSearchForm, ImageSearchForm, SimilarForm, errors_text
 from vidsearch.web.library.middleware import too_large
+from vidsearch.video.clips import ClipRejected
 from vidsearch.video.stills import ImageRejected
 
 
@@ -49,6 +50,26 @@ def search_image(request: HttpRequest) -> JsonResponse:
                                         category=data["category"], min_confidence=data["min_confidence"])
     except ImageRejected as error:
         return error_response(request, status=400, message=f"image: {error}")
+    return JsonResponse(presenters.api_search(result))
+
+
+@csrf_exempt  # changes nothing, as search_image
+@require_POST
+def search_clip(request: HttpRequest) -> JsonResponse:
+    form = ClipSearchForm(request.POST, request.FILES)
+    if not form.is_valid():
+        return error_response(request, status=400, message=errors_text(form), fields=form.errors.get_json_data())
+    data = form.cleaned_data
+    clip = data["clip"]
+    if clip.size > settings.VIDSEARCH_MAX_CLIP_BYTES:
+        return too_large(request, limit=settings.VIDSEARCH_MAX_CLIP_BYTES)
+    try:
+        result = selectors.search_clip(file=clip, name=clip.name, k=data["k"], threshold=data["threshold"],
+                                       category=data["category"], min_confidence=data["min_confidence"])
+    except ClipRejected as error:
+        return error_response(request, status=400, message=f"clip: {error}")
+    except selectors.ClipsBusy as error:
+        return busy(request, str(error))
     return JsonResponse(presenters.api_search(result))
 
 

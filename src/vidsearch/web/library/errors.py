@@ -20,6 +20,13 @@ def error_response(request: HttpRequest, *, status: int, message: str, **extra: 
     return render(request, "library/error.html", {"status": status, "message": message}, status=status)
 
 
+def busy(request: HttpRequest, message: str, *, retry_after_s: int = 5) -> HttpResponse:
+    """429 with Retry-After: the server refuses more of this work now rather than hold a request thread for it."""
+    response = error_response(request, status=429, message=message)
+    response["Retry-After"] = str(retry_after_s)
+    return response
+
+
 def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     """handler404: the site's page (header and search box) or, under /api/, JSON; never Django's default."""
     said = isinstance(exception, Http404) and not isinstance(exception, Resolver404) and exception.args \

@@ -43,7 +43,19 @@ class SearchForm(forms.Form):
         return self.cleaned_data["category"].strip() or None
 
 
-class TypedParameters(forms.Form):
+class OneValueEach(forms.Form):
+    """Each parameter (and file) at most once: Django would keep the last of `k=1&k=2` silently."""
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        for source in (self.data, self.files):
+            for name in self.fields:
+                if hasattr(source, "getlist") and len(source.getlist(name)) > 1:
+                    self.add_error(name, forms.ValidationError("given more than once", code="repeated"))
+        return cleaned
+
+
+class TypedParameters(OneValueEach):
     """An API parameter given must have a value (a page's empty field is absent): `TYPED` names them."""
 
     TYPED: tuple[str, ...] = ()
@@ -73,10 +85,19 @@ class ApiSearchForm(TypedParameters, SearchForm):
         return self.cleaned_data["mode"] or "vector"
 
 
-class ImageSearchForm(SearchForm):
+class ImageSearchForm(TypedParameters, SearchForm):
     """Search by an example image (`POST /api/search/image`, the page's image search): the image and the filters."""
 
     image = forms.FileField(allow_empty_file=False)
+    TYPED = ("k", "threshold", "min_confidence")
+
+
+class ClipSearchForm(TypedParameters, SearchForm):
+    """Search by an example video clip (`POST /api/search/clip`, the page's search by example): the clip and the
+    filters."""
+
+    clip = forms.FileField(allow_empty_file=False)
+    TYPED = ("k", "threshold", "min_confidence")
 
 
 class SimilarForm(TypedParameters, SearchForm):

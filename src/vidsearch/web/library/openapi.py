@@ -44,20 +44,33 @@ def _search_parameters() -> list[dict[str, Any]]:
     ]
 
 
-def _image_search_body() -> dict[str, Any]:
-    limit_mb = settings.VIDSEARCH_MAX_IMAGE_BYTES / 2**20
+def _example_search_body(field: str, description: str, content_type: str) -> dict[str, Any]:
+    """A multipart body: the example file in `field`, and the filters of a search."""
     fields = {
-        "image": {"type": "string", "format": "binary",
-                  "description": f"the example image: any format Pillow reads, at most {limit_mb:g} MB and "
-                                 f"{settings.VIDSEARCH_MAX_IMAGE_PIXELS} pixels"},
+        field: {"type": "string", "format": "binary", "description": description},
         "k": {"type": "integer", "minimum": 1, "maximum": settings.VIDSEARCH_MAX_K},
         "threshold": {"type": "number", "minimum": -1, "maximum": 1},
         "min_confidence": {"type": "number", "minimum": 0, "maximum": 1},
         "category": {"type": "string", "maxLength": 100, "pattern": NO_NUL},
     }
     return {"required": True, "content": {"multipart/form-data": {
-        "schema": {"type": "object", "required": ["image"], "properties": fields},
-        "encoding": {"image": {"contentType": "image/png, image/jpeg, image/*"}}}}}
+        "schema": {"type": "object", "required": [field], "properties": fields},
+        "encoding": {field: {"contentType": content_type}}}}}
+
+
+def _image_search_body() -> dict[str, Any]:
+    limit_mb = settings.VIDSEARCH_MAX_IMAGE_BYTES / 2**20
+    return _example_search_body("image", f"the example image: any format Pillow reads, at most {limit_mb:g} MB and "
+                                         f"{settings.VIDSEARCH_MAX_IMAGE_PIXELS} pixels",
+                                "image/png, image/jpeg, image/*")
+
+
+def _clip_search_body() -> dict[str, Any]:
+    limit_mb = settings.VIDSEARCH_MAX_CLIP_BYTES / 2**20
+    return _example_search_body(
+        "clip", f"the example video clip: MP4, MOV, MKV, WebM, AVI or MPEG-TS, at most {limit_mb:g} MB and "
+                f"{settings.VIDSEARCH_MAX_CLIP_SECONDS:g} s; its keyframes are sampled as the library's were (one "
+                f"moment) and encoded by the video tower", "video/mp4, video/*")
 
 
 def _schemas() -> dict[str, Any]:
@@ -128,6 +141,17 @@ def description() -> dict[str, Any]:
                 "responses": {"200": _ok("hits, best first", "SearchResult"),
                               "400": _error("invalid parameters, or a file that is not a decodable image"),
                               "413": _error("the image is over the size limit"),
+                              "503": _error("no store to search")}}},
+            "/api/search/clip": {"post": {
+                "operationId": "searchClip",
+                "summary": "Videos (and their best moments) like an example video clip, encoded by the video tower",
+                "requestBody": _clip_search_body(),
+                "responses": {"200": _ok("hits, best first", "SearchResult"),
+                              "400": _error("invalid parameters, or a file that is not a video clip decodable within "
+                                            "the limits (duration, decoding time)"),
+                              "413": _error("the clip is over the size limit"),
+                              "429": _error("the server is decoding as many clips as it does at once; try again "
+                                            "after Retry-After seconds"),
                               "503": _error("no store to search")}}},
             "/api/videos/{video_id}": {"get": {
                 "operationId": "video", "summary": "One video: category, captions, moments, file URLs",

@@ -7,16 +7,24 @@ from the request.
 from __future__ import annotations
 
 import random
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from django.conf import settings
 
 from vidsearch.store.search import SearchMode, SearchOptions, SearchResult
+from vidsearch.video.clips import ClipLimits, decode_clip, query_frame_config
 from vidsearch.video.stills import decode_image
+from vidsearch.web.library import throttle
 from vidsearch.web.library.engine import get_library
 from vidsearch.web.library.models import Category, UploadJob, VideoClip
 from vidsearch.web.library.streaming import RecordedFile
+
+
+class ClipsBusy(Exception):
+    """As many clips as the server decodes at once are being decoded; the message says to try again."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +81,33 @@ def search_image(*, data: bytes, name: str, k: int, threshold: float | None = No
     library = get_library()
     options = SearchOptions(k=k, threshold=threshold, category=category, min_confidence=min_confidence)
     return library.search_example(encode_image(library.model, image), options, query=f"image {name}")
+
+
+def search_clip(*, file: IO[bytes], name: str, k: int, threshold: float | None = None, category: str | None = None,
+                min_confidence: float | None = None) -> SearchResult:
+    """A video clip as the query: its keyframes sampled as the library's were, decoded in a child process with a time
+    limit (`ClipRejected` when it cannot be; `ClipsBusy` when VIDSEARCH_CLIP_DECODES others are being decoded),
+    encoded by the video tower, searched. Its timings add "decode" and "encode" (and count them in "total")."""
+    from vidsearch.store.indexer import encode_clip
+
+    library = get_library()
+    config = query_frame_config(library.model, library.store.info.get("frames"))
+    limits = ClipLimits(max_bytes=settings.VIDSEARCH_MAX_CLIP_BYTES, max_seconds=settings.VIDSEARCH_MAX_CLIP_SECONDS,
+                        timeout_s=settings.VIDSEARCH_CLIP_DECODE_SECONDS)
+    started = time.perf_counter()
+    with throttle.clip_decoding_slot() as may_decode:
+        if not may_decode:
+            raise ClipsBusy("the server is decoding as many clips as it may at once: try again in a moment")
+        clip = decode_clip(file, config, limits=limits)
+    decoded = time.perf_counter()
+    vector = encode_clip(library.model, clip.frames)
+    encoded = time.perf_counter()
+    options = SearchOptions(k=k, threshold=threshold, category=category, min_confidence=min_confidence)
+    result = library.search_example(vector, options, query=f"clip {name}")
+    timings = result.timings_ms
+    timings.update(decode=round((decoded - started) * 1e3, 3), encode=round((encoded - decoded) * 1e3, 3))
+    timings["total"] = round(timings["total"] + timings["decode"] + timings["encode"], 3)
+    return result
 
 
 def similar_moments(*, video_id: str, start: float | None, k: int, threshold: float | None = None,

@@ -14,6 +14,10 @@ count).
 Password hashing (PBKDF2, about a second of CPU at Django's default cost) runs for at most one login at a time: a
 login that finds another one being checked is answered "busy" at once instead of holding a request thread, so
 parallel login loops cannot take the CPU and the threads that searches need.
+
+Likewise, at most VIDSEARCH_CLIP_DECODES searches by an example clip decode at once (each in a child process with a
+time limit, holding its request thread meanwhile): one more is answered "busy" at once, so clips alone cannot take
+every request thread.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator
 
+from django.conf import settings
 from django.core.cache import cache
 
 ACCOUNT_FAILURES = 5
@@ -33,6 +38,8 @@ LOCKOUT_S = 15 * 60
 _PREFIX = "vidsearch-login-failures"
 
 _checking = threading.BoundedSemaphore(1)
+_clip_lock = threading.Lock()
+_clips_decoding = 0
 clock = time.time  # the wall clock: counters are compared with it (tests replace it)
 
 
@@ -83,3 +90,18 @@ def password_check_slot() -> Iterator[bool]:
     finally:
         if acquired:
             _checking.release()
+
+
+@contextmanager
+def clip_decoding_slot() -> Iterator[bool]:
+    """True inside when this thread may decode a query clip now; False when VIDSEARCH_CLIP_DECODES others are."""
+    global _clips_decoding
+    with _clip_lock:
+        acquired = _clips_decoding < settings.VIDSEARCH_CLIP_DECODES
+        _clips_decoding += acquired
+    try:
+        yield acquired
+    finally:
+        if acquired:
+            with _clip_lock:
+                _clips_decoding -= 1

@@ -11,15 +11,18 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
+from django.core.files.uploadedfile import UploadedFile
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from vidsearch.web.library import presenters, selectors, services
+from vidsearch.video.clips import ClipRejected
 from vidsearch.video.stills import ImageRejected
-from vidsearch.web.library.forms import (ImageSearchForm, LoginForm, PlayerForm, SearchForm, SimilarForm,
-                                         UploadForm)
+from vidsearch.web.library.forms import (ClipSearchForm, ImageSearchForm, LoginForm, PlayerForm, SearchForm,
+                                         SimilarForm, UploadForm)
+from vidsearch.web.library.errors import busy
 from vidsearch.web.library.middleware import too_large
 from vidsearch.web.library.streaming import content_type_of, open_recorded, ranged_file_response
 
@@ -63,11 +66,15 @@ def _results(data: dict[str, Any]) -> dict[str, Any]:
 
 @require_POST
 def search_image(request: HttpRequest) -> HttpResponse:
-    """The image chosen beside the search box: its results on the search page (filters as the text search's)."""
+    """An image chosen or dropped beside the search box: its results on the search page (filters as the text
+    search's). The page's script sends videos to `search_clip`; without it, a file the browser calls a video comes
+    here and is searched as a clip."""
     form = ImageSearchForm(request.POST, request.FILES)
     if not form.is_valid():
         return render(request, "library/home.html", {"form": form}, status=400)
     data, image = form.cleaned_data, form.cleaned_data["image"]
+    if (image.content_type or "").startswith("video/"):
+        return _clip_results(request, form, image, field="image")
     if image.size > settings.VIDSEARCH_MAX_IMAGE_BYTES:
         return too_large(request, limit=settings.VIDSEARCH_MAX_IMAGE_BYTES)
     try:
@@ -76,6 +83,31 @@ def search_image(request: HttpRequest) -> HttpResponse:
     except ImageRejected as error:
         form.add_error("image", str(error))
         return render(request, "library/home.html", {"form": form}, status=400)
+    return _example_results(request, form, result)
+
+
+@require_POST
+def search_clip(request: HttpRequest) -> HttpResponse:
+    """A video clip chosen or dropped beside the search box: its results on the search page."""
+    form = ClipSearchForm(request.POST, request.FILES)
+    if not form.is_valid():
+        return render(request, "library/home.html", {"form": form}, status=400)
+    return _clip_results(request, form, form.cleaned_data["clip"], field="clip")
+
+
+def _clip_results(request: HttpRequest, form: SearchForm, clip: UploadedFile, *, field: str) -> HttpResponse:
+    """The results of the clip in the form's `field`; a refused clip's reason shown on that field."""
+    if clip.size > settings.VIDSEARCH_MAX_CLIP_BYTES:
+        return too_large(request, limit=settings.VIDSEARCH_MAX_CLIP_BYTES)
+    data = form.cleaned_data
+    try:
+        result = selectors.search_clip(file=clip, name=clip.name, k=data["k"], threshold=data["threshold"],
+                                       category=data["category"], min_confidence=data["min_confidence"])
+    except ClipRejected as error:
+        form.add_error(field, str(error))
+        return render(request, "library/home.html", {"form": form}, status=400)
+    except selectors.ClipsBusy as error:
+        return busy(request, str(error))
     return _example_results(request, form, result)
 
 
@@ -95,7 +127,7 @@ def similar(request: HttpRequest, video_id: str) -> HttpResponse:
 
 
 def _example_results(request: HttpRequest, form: SearchForm, result: Any) -> HttpResponse:
-    """The search page with the results of an example query (an image, a moment)."""
+    """The search page with the results of an example query (an image, a clip, a moment)."""
     return render(request, "library/home.html", {
         "form": form, "result": result, "hits": presenters.present_hits(result, state={}), "searched": True,
         "by_example": True, "query_label": result.query, "nearest_only": not result.confident})

@@ -3,7 +3,10 @@
 The site reads one feature store, named by the environment variable VIDSEARCH_STORE; its SQLite database (the
 thesis' caption database, users, upload jobs) lives inside that store as `site.sqlite3` unless VIDSEARCH_DB names
 another file. Uploaded videos go to `uploads/` inside the store unless VIDSEARCH_UPLOADS names another directory.
-VIDSEARCH_UPLOADS_PER_USER (default 2) is how many unfinished uploads one user may have.
+VIDSEARCH_UPLOADS_PER_USER (default 2) is how many unfinished uploads one user may have. A video clip searched by
+example may have VIDSEARCH_MAX_CLIP_BYTES (default 50 MiB) and VIDSEARCH_MAX_CLIP_SECONDS (default 120); its
+decoding child process is killed after VIDSEARCH_CLIP_DECODE_SECONDS (default 60); VIDSEARCH_CLIP_DECODES (default 2)
+clips are decoded at once.
 """
 
 from __future__ import annotations
@@ -27,6 +30,12 @@ VIDSEARCH_MAX_UPLOAD_BYTES = int(os.environ.get("VIDSEARCH_MAX_UPLOAD_BYTES") or
 VIDSEARCH_MAX_QUERY_CHARS = 200
 VIDSEARCH_MAX_IMAGE_BYTES = 10 * 2**20  # an image searched by example (larger: 413 before it is read)
 VIDSEARCH_MAX_IMAGE_PIXELS = 40_000_000  # its declared width × height (larger: 400 before its pixels are decoded)
+# A clip searched by example: larger, 413 before it is decoded (bodies over the upload limit never reach a view);
+# longer, 400; its decoding child process is killed after CLIP_DECODE_SECONDS; at most CLIP_DECODES decode at once
+VIDSEARCH_MAX_CLIP_BYTES = int(os.environ.get("VIDSEARCH_MAX_CLIP_BYTES") or 50 * 2**20)
+VIDSEARCH_MAX_CLIP_SECONDS = float(os.environ.get("VIDSEARCH_MAX_CLIP_SECONDS") or 120.0)
+VIDSEARCH_CLIP_DECODE_SECONDS = float(os.environ.get("VIDSEARCH_CLIP_DECODE_SECONDS") or 60.0)
+VIDSEARCH_CLIP_DECODES = int(os.environ.get("VIDSEARCH_CLIP_DECODES") or 2)  # more at once: 429
 VIDSEARCH_MAX_K = 100
 VIDSEARCH_DEFAULT_K = 20
 VIDSEARCH_REFRESH_SECONDS = 1.0  # how often a request checks the store for a newly published version

@@ -1,0 +1,202 @@
+"""Query clips: a real video's keyframes, sampled and stored as the keyframe cache's, decoded in a child process;
+files that are not clips, too long or too large refused in one line; nothing left behind."""
+
+import io
+import os
+import re
+import signal
+import stat
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from vidsearch.config import FrameConfig
+from vidsearch.data.synthetic import random_spec, render_clip
+from vidsearch.video import clips
+from vidsearch.video.cache import build_cache, open_cache
+from vidsearch.video.clips import ClipLimits, ClipRejected, decode_clip, query_frame_config, read_clip
+from vidsearch.video.encode import write_video
+
+CONFIG = FrameConfig(frames=4, size=48)
+
+
+@pytest.fixture(scope="module")
+def clip_file(tmp_path_factory):
+    """A moving shape, 17 frames at 4 fps (4.25 s), as H.264 MP4."""
+    frames = render_clip(random_spec(np.random.default_rng(7)), frames=17, size=64)
+    return write_video(tmp_path_factory.mktemp("clip") / "shape.mp4", frames, fps=4)
+
+
+@pytest.fixture
+def private_tmp(tmp_path, monkeypatch):
+    """Where decode_clip makes its temporary directories, to see what it leaves."""
+    root = tmp_path / "tmp"
+    root.mkdir()
+    monkeypatch.setattr("tempfile.tempdir", str(root))
+    return root
+
+
+def test_a_clip_gives_the_keyframes_the_cache_stores_for_it(clip_file, tmp_path, private_tmp):
+    build_cache([clip_file], tmp_path / "cache", CONFIG, workers=1)
+    cache = open_cache(tmp_path / "cache")
+    entry = cache.entry("shape")
+    decoded = decode_clip(clip_file, CONFIG)
+    assert decoded.timestamps == entry.timestamps == [0.0, 1.0, 3.0, 4.0]
+    assert decoded.duration == pytest.approx(entry.duration) == 4.25
+    assert decoded.frames.dtype == np.uint8 and decoded.frames.shape == (4, 48, 48, 3)
+    np.testing.assert_array_equal(decoded.frames, cache.read_frames("shape"))
+    assert list(private_tmp.iterdir()) == [], "the temporary directory was left behind"
+
+
+def test_bytes_a_path_and_an_open_file_decode_alike(clip_file):
+    data = clip_file.read_bytes()
+    by_path = decode_clip(clip_file, CONFIG).frames
+    np.testing.assert_array_equal(decode_clip(data, CONFIG).frames, by_path)
+    np.testing.assert_array_equal(decode_clip(io.BytesIO(data), CONFIG).frames, by_path)
+
+
+def test_the_librarys_sampler_settings_apply(clip_file):
+    every_half_second = replace(CONFIG, fps=2.0, frames=20)
+    assert decode_clip(clip_file, every_half_second).timestamps == [0.5 * i for i in range(9)]
+    assert decode_clip(clip_file, replace(CONFIG, frames=2)).timestamps == [0.0, 4.0]
+
+
+def test_the_frame_config_is_the_librarys_for_one_moment(tmp_path, clip_file):
+    build_cache([clip_file], tmp_path / "cache", replace(CONFIG, segment_seconds=2.0, fps=2.0), workers=1)
+    model = type("Model", (), {"num_frames": 8, "image_size": 32})()
+    from vidsearch.runtime.exported import ExportedModel
+
+    assert query_frame_config(model, tmp_path / "cache") == replace(CONFIG, fps=2.0)
+    exported = ExportedModel.__new__(ExportedModel)  # only what the fallback reads
+    exported.num_frames, exported.image_size = 8, 32
+    assert query_frame_config(exported, tmp_path / "missing") == FrameConfig(frames=8, size=32)
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "manifest.json").write_text("{not json")
+    assert query_frame_config(exported, tmp_path / "broken") == FrameConfig(frames=8, size=32)
+    assert query_frame_config(exported, None) == FrameConfig(frames=8, size=32)
+
+
+def test_a_text_file_named_mp4_is_refused(tmp_path, private_tmp):
+    path = tmp_path / "notes.mp4"
+    path.write_text("these are not the frames you are looking for\n" * 20)
+    with pytest.raises(ClipRejected) as refused:
+        decode_clip(path, CONFIG)
+    assert str(refused.value) == ("not a video vidsearch can decode (MP4, MOV, MKV, WebM, AVI or MPEG-TS): Invalid "
+                                  "data found when processing input")
+    assert list(private_tmp.iterdir()) == []
+
+
+def test_a_clip_over_the_duration_limit_is_refused(clip_file):
+    with pytest.raises(ClipRejected, match=r"^the clip is too long: 4 s \(limit 2 s\)$"):
+        decode_clip(clip_file, CONFIG, limits=ClipLimits(max_seconds=2.0))
+
+
+def test_a_clip_over_the_size_limit_is_refused_before_decoding(clip_file, monkeypatch, private_tmp):
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("the clip was decoded")
+
+    monkeypatch.setattr(clips, "run_isolated", no_decoding)
+    size = clip_file.stat().st_size
+    limits = ClipLimits(max_bytes=size - 1)
+    for source, told in [(clip_file, f"{size} bytes"), (clip_file.read_bytes(), f"{size} bytes"),
+                         (io.BytesIO(clip_file.read_bytes()), f"over {size - 1} bytes")]:
+        with pytest.raises(ClipRejected) as refused:
+            decode_clip(source, CONFIG, limits=limits)
+        assert str(refused.value) == f"the clip is {told}: the limit is {size - 1}"
+    with pytest.raises(ClipRejected, match=f"^the clip is {size} bytes: the limit is {size - 1}$"):
+        read_clip(clip_file, max_bytes=size - 1)
+    assert list(private_tmp.iterdir()) == []
+
+
+@pytest.mark.parametrize("name, message", [
+    ("missing.mp4", "No such file or directory"),
+    ("folder", "Is a directory"),
+    ("empty.mp4", "the file is empty"),
+])
+def test_what_is_not_a_clip_file_is_refused_in_one_line(tmp_path, name, message):
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    path = tmp_path / name
+    for read in (read_clip, lambda source: decode_clip(source, CONFIG)):
+        with pytest.raises(ClipRejected) as refused:
+            read(path)
+        assert str(refused.value) == message
+
+
+def test_a_fifo_does_not_hang_the_reader(tmp_path):
+    fifo = tmp_path / "pipe.mp4"
+    os.mkfifo(fifo)
+
+    def hung(*_):
+        raise TimeoutError("reading the FIFO blocked")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(10)
+    try:
+        with pytest.raises(ClipRejected, match="^not a regular file$"):
+            read_clip(fifo)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_a_decoder_past_its_time_limit_is_killed(clip_file, private_tmp):
+    with pytest.raises(ClipRejected, match=r"^decoding the clip took longer than 0\.001 s$"):
+        decode_clip(clip_file, CONFIG, limits=ClipLimits(timeout_s=0.001))  # the child cannot even start in time
+    assert list(private_tmp.iterdir()) == []
+
+
+def test_the_clip_and_its_keyframes_are_private(clip_file, monkeypatch):
+    seen = {}
+    real = clips.run_isolated
+
+    def spying(fn, tasks, **kwargs):
+        tasks = list(tasks)
+        directory = tasks[0]["dir"]
+        seen["dir"] = stat.S_IMODE(os.stat(directory).st_mode)
+        seen["file"] = stat.S_IMODE(os.stat(os.path.join(directory, clips.CLIP_FILE)).st_mode)
+        seen["names"] = sorted(os.listdir(directory))
+        return real(fn, tasks, **kwargs)
+
+    real_load = clips._load_frames
+
+    def loading(path, *args, **kwargs):
+        seen["frames"] = stat.S_IMODE(os.stat(path).st_mode)
+        return real_load(path, *args, **kwargs)
+
+    monkeypatch.setattr(clips, "run_isolated", spying)
+    monkeypatch.setattr(clips, "_load_frames", loading)
+    decode_clip(clip_file.read_bytes(), CONFIG)
+    assert seen == {"dir": 0o700, "file": 0o600, "names": [clips.CLIP_FILE], "frames": 0o600}, seen
+
+
+@pytest.mark.parametrize("array, count, why", [
+    (np.zeros((2, 48, 48, 3), np.float32), 2, "float32"),
+    (np.zeros((2, 48, 40, 3), np.uint8), 2, "(2, 48, 40, 3)"),
+    (np.zeros((3, 48, 48, 3), np.uint8), 2, "(3, 48, 48, 3)"),
+    (np.zeros((5, 48, 48, 3), np.uint8), 5, "(5, 48, 48, 3)"),  # more keyframes than the settings allow
+])
+def test_the_childs_keyframes_are_checked_before_use(tmp_path, array, count, why):
+    path = tmp_path / "frames.npy"
+    np.save(path, array)
+    with pytest.raises(ClipRejected, match=rf"^the decoder returned .*{re.escape(why)}"):
+        clips._load_frames(path, CONFIG, count=count)
+
+
+class _Opens:
+    """Unpickled, this creates the file `path`: evidence that something was unpickled."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return open, (self.path, "w")
+
+
+def test_a_pickled_array_from_the_child_is_not_unpickled(tmp_path):
+    path, marker = tmp_path / "frames.npy", tmp_path / "unpickled"
+    np.save(path, np.array([_Opens(marker)], dtype=object), allow_pickle=True)
+    with pytest.raises(ClipRejected, match="^the decoder's keyframes cannot be read: "):
+        clips._load_frames(path, CONFIG, count=1)
+    assert not marker.exists()
