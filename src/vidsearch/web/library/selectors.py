@@ -157,10 +157,10 @@ def video_detail(*, video_id: str) -> VideoDetail | None:
     entry = library.cache_entry(video_id)
     if info is None or entry is None:
         return None
-    rows = store.rows
+    values = store.rows.take(store.rows_of(video_id))  # the video's own rows, not a walk over the whole store
     index = {name: i for i, name in enumerate(entry.frames)}
-    segments = [Segment(rows.start[i], rows.end[i], index.get(rows.thumbnail[i], 0))
-                for i, row_video in enumerate(rows.video_id) if row_video == video_id]
+    segments = [Segment(start, end, index.get(thumbnail, 0))
+                for start, end, thumbnail in zip(values["start"], values["end"], values["thumbnail"])]
     clip = caption_clip(video_id=video_id)
     captions = clip.captions if clip else list(info.captions)
     category = clip.category.name if clip and clip.category else info.category
