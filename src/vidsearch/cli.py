@@ -221,7 +221,10 @@ def _train_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--example-weight", type=float, default=0.0, metavar="W",
                         help="weight of the search-by-example term: video↔video and still frame (T = 1)↔video "
                              "similarities learn to follow the captions' (what image and clip queries need; "
-                             "default 0: off; the demo model used 1)")
+                             "default 0: off; the demo model used 1, 2, then 4)")
+    parser.add_argument("--example-scale", type=float, default=30.0, metavar="S",
+                        help="similarity scale of that term (default 30; lower spreads each caption's target over "
+                             "more of the captions that share something with it)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2, help="loader processes (0: in the training process)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the forward pass")
@@ -248,6 +251,7 @@ def _train_request(args: argparse.Namespace):
                         grad_clip=args.grad_clip, precision=args.precision, seed=args.seed, max_words=args.max_words,
                         workers=args.workers, val_split=args.val_split, twins_in_batch=args.twins_in_batch,
                         example_weight=_non_negative(args.example_weight, "--example-weight"),
+                        example_scale=_positive(args.example_scale, "--example-scale"),
                         compile=args.compile, grad_checkpointing=args.grad_checkpointing, log_every=args.log_every)
     return RunRequest(data=args.data, frames=args.frames, model=model, train=train, weights=args.weights,
                       pretrained=args.pretrained, init=args.init)
@@ -256,6 +260,12 @@ def _train_request(args: argparse.Namespace):
 def _non_negative(value: float, option: str) -> float:
     if not math.isfinite(value) or value < 0:
         raise UserError(f"{option} {value}: must be a number ≥ 0")
+    return value
+
+
+def _positive(value: float, option: str) -> float:
+    if not math.isfinite(value) or value <= 0:
+        raise UserError(f"{option} {value}: must be a number > 0")
     return value
 
 

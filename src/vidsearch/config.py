@@ -74,6 +74,7 @@ class TrainConfig:
     val_split: str = "val"  # "val", "test" (explicitly chosen) or "none": which split picks the best checkpoint
     twins_in_batch: bool = False  # put each video's time-reversed twin in the same batch (hard negatives)
     example_weight: float = 0.0  # weight of the search-by-example term (train/loss.py `example_loss`); 0: off
+    example_scale: float = 30.0  # its similarity scale (train/loss.py EXAMPLE_SCALE): lower spreads its targets
     compile: bool = False  # torch.compile the forward pass
     grad_checkpointing: bool = False  # recompute open_clip tower activations in backward (less memory)
     log_every: int = 10  # steps between JSON log lines
