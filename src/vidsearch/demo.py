@@ -33,7 +33,8 @@ FRAME_SIZE = 48
 # Twins share a batch with parallel captions ("…moves left" against its own "…moves right"): the hard negatives that
 # only temporal modelling tells apart. Direction is learned late: mean pooling cannot see it and, after the CLIP4Clip
 # stage, neither tower separates the twins, so each gives the other almost no signal; about 1 500 AIM + text steps in,
-# the two begin to move together, and the larger library then takes it to the figures in RECIPE.md.
+# the two begin to move together, and the larger library then takes it to the figures in RECIPE.md. Four more runs on
+# the larger library teach search by example (RECIPE.md, "Search by example").
 _COMMON = ["--batch-size", "64", "--lr", "5e-4", "--coef-lr", "1", "--warmup", "0.05", "--weight-decay", "0.05",
            "--twins-in-batch", "--seed", "0", "--workers", "1"]
 _LARGE = ["--data", "library-large/manifest.jsonl", "--frames", "cache-large", "--mode", "aim+text"]
@@ -51,18 +52,21 @@ TRAINING_RECIPE: list[list[str]] = [
     ["train", "--data", "library-large/manifest.jsonl", "--frames", "cache-large", "--out", "aim-text-large",
      "--mode", "aim+text", "--init", "aim-text/epoch-18", "--epochs", "6", *_COMMON],
     # Search by example: the same data with `--example-weight`, so that video↔video and frame↔video neighbours follow
-    # the captions' (train/loss.py `example_loss`), in three runs of rising weight (the term taught the video features
-    # shape slowly: a linear probe read it from 34 % of test videos before, 87 % after the second run).
+    # the captions' (train/loss.py `example_loss`), in runs of rising weight, the last at a lower scale (the term
+    # taught the video features shape slowly: a linear probe read it from 34 % of test videos before, 87 % after the
+    # second run).
     ["train", *_LARGE, "--out", "examples", "--init", "aim-text-large/best", "--epochs", "3", *_COMMON,
      "--example-weight", "1", "--lr", "2e-4"],
     ["train", *_LARGE, "--out", "examples2", "--init", "examples/epoch-3", "--epochs", "8", *_COMMON,
      "--example-weight", "2", "--seed", "1"],
     ["train", *_LARGE, "--out", "examples3", "--init", "examples2/epoch-8", "--epochs", "10", *_COMMON,
      "--example-weight", "4", "--seed", "2"],
-    ["evaluate", "--checkpoint", "examples3/epoch-10", "--data", "library-large/manifest.jsonl", "--frames",
+    ["train", *_LARGE, "--out", "examples4", "--init", "examples3/epoch-10", "--epochs", "5", *_COMMON,
+     "--example-weight", "4", "--example-scale", "10", "--seed", "3"],
+    ["evaluate", "--checkpoint", "examples4/epoch-5", "--data", "library-large/manifest.jsonl", "--frames",
      "cache-large", "--dsl"],
 ]
-TRAINED_CHECKPOINT = "examples3/epoch-10"
+TRAINED_CHECKPOINT = "examples4/epoch-5"
 
 EXAMPLE_QUERIES = ["a red circle moves to the left", "a blue square slides upwards", "a green triangle moving down",
                    "a yellow star drifts towards the right edge"]
