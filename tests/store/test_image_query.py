@@ -1,4 +1,4 @@
-"""`vidsearch search --image`: an image encoded as a one-frame video (T = 1) by either runtime, searched."""
+"""`vidsearch search --image`: an image encoded as one-frame videos (T = 1) of shifted views by either runtime, searched."""
 
 import json
 
@@ -9,7 +9,7 @@ from PIL import Image
 from vidsearch.cli import main
 from vidsearch.demo import SHIPPED_CHECKPOINT, SHIPPED_EXPORTED
 from vidsearch.model.source import ModelSource
-from vidsearch.store.indexer import encode_clips, encode_image
+from vidsearch.store.indexer import encode_clips, encode_image, image_views
 
 
 @pytest.fixture(scope="module")
@@ -23,19 +23,52 @@ def still(tmp_path_factory):
     return path, pixels
 
 
-def test_both_runtimes_encode_an_image_as_a_one_frame_video(still):
+def test_both_runtimes_encode_an_image_as_the_mean_of_its_shifted_one_frame_views(still):
     _, pixels = still
     exported = ModelSource(exported=str(SHIPPED_EXPORTED)).load()
     torch_model = ModelSource(checkpoint=str(SHIPPED_CHECKPOINT)).load().eval()
     a, b = encode_image(exported, pixels), encode_image(torch_model, pixels)
     assert a.shape == b.shape == (64,)
     assert float(a @ b) == pytest.approx(1.0, abs=1e-5), "the ONNX and PyTorch video towers disagree at T = 1"
-    padded = np.zeros((1, exported.num_frames, *pixels.shape), np.uint8)
-    padded[0, 0] = pixels
+    views = image_views(pixels, size=48, patch=12)
+    assert views.shape == (9, 48, 48, 3)
+    one_frame = encode_clips(exported, views[:, None], np.ones((9, 1), bool))
+    mean = one_frame.mean(axis=0)
+    np.testing.assert_allclose(a, mean / np.linalg.norm(mean), atol=1e-6)
+    padded = np.zeros((1, exported.num_frames, 48, 48, 3), np.uint8)
+    padded[0, 0] = views[4]
     mask = np.zeros((1, exported.num_frames), bool)
     mask[0, 0] = True
-    assert np.allclose(encode_clips(exported, pixels[None, None], np.ones((1, 1), bool))[0], a)
-    assert float(encode_clips(exported, padded, mask)[0] @ a) < 0.99, "T = 1 is not the padded clip"
+    assert float(encode_clips(exported, padded, mask)[0] @ one_frame[4]) < 0.99, "T = 1 is not the padded clip"
+
+
+def test_image_views_are_the_square_shifted_by_a_third_of_a_patch_with_the_border_repeated():
+    square = np.arange(12 * 12 * 3, dtype=np.uint16).reshape(12, 12, 3).astype(np.uint8)
+    views = image_views(square, size=12, patch=6)  # a third of 6 pixels: shifts of -2, 0, 2
+    assert views.shape == (9, 12, 12, 3)
+    np.testing.assert_array_equal(views[4], square)  # (0, 0): the image itself
+    down_right = views[8]  # content moved 2 pixels down and 2 right
+    np.testing.assert_array_equal(down_right[2:, 2:], square[:-2, :-2])
+    np.testing.assert_array_equal(down_right[:2, 2:], np.broadcast_to(square[:1, :-2], (2, 10, 3)))
+    up_left = views[0]
+    np.testing.assert_array_equal(up_left[:-2, :-2], square[2:, 2:])
+
+
+def test_the_views_make_an_image_query_steadier_where_a_small_object_falls_on_the_patch_grid(still):
+    """The reason for the views: moving a small disc by a third of a patch moves the 9-view vector less than it moves
+    the vector of the one view."""
+    _, pixels = still
+    model = ModelSource(exported=str(SHIPPED_EXPORTED)).load()
+    square = image_views(pixels, size=48, patch=12)[4]
+    moved = np.pad(square, ((0, 0), (4, 0), (0, 0)), mode="edge")[:, :48]
+
+    def single(image):
+        vector = encode_clips(model, image[None, None], np.ones((1, 1), bool))[0]
+        return vector / np.linalg.norm(vector)
+
+    views_cos = float(encode_image(model, square) @ encode_image(model, moved))
+    single_cos = float(single(square) @ single(moved))
+    assert views_cos > single_cos, (views_cos, single_cos)
 
 
 def test_cli_search_by_image(web_library, still, capsys):

@@ -115,7 +115,7 @@ class ExportedModel:
         leading, size = frames.shape[:-3], self.image_size
         images = frames.reshape(-1, *frames.shape[-3:])
         if images.shape[1:3] != (size, size):
-            images = np.stack([_resize_crop(image, size) for image in images])
+            images = np.stack([resize_crop(image, size) for image in images])
         pixels = (images.astype(np.float32) / 255 - np.float32(self.config["mean"])) / np.float32(self.config["std"])
         return np.ascontiguousarray(pixels.transpose(0, 3, 1, 2)).reshape(*leading, 3, size, size)
 
@@ -125,7 +125,7 @@ class ExportedModel:
         return self._session(VIDEO_FILE).run(None, inputs)[0]
 
 
-def _resize_crop(image: np.ndarray, size: int) -> np.ndarray:
+def resize_crop(image: np.ndarray, size: int) -> np.ndarray:
     """torchvision's resize (short side to `size`, bicubic, antialiased) then centre crop, through Pillow."""
     height, width = image.shape[:2]
     short, long = min(height, width), max(height, width)
