@@ -92,12 +92,14 @@ def test_one_frame_each_draws_real_frames_only_and_every_one_of_them():
     assert drawn == [{0, 1}, {4, 5, 6, 7}, {8}]
 
 
-@pytest.mark.parametrize("value", ["-1", "nan", "inf"])
-def test_a_negative_or_non_finite_weight_is_refused_in_one_line(tmp_path, capsys, value):
+@pytest.mark.parametrize("option, value", [("--example-weight", "-1"), ("--example-weight", "nan"),
+                                           ("--example-weight", "inf"), ("--example-scale", "0"),
+                                           ("--example-scale", "-3"), ("--example-scale", "nan")])
+def test_a_bad_weight_or_scale_is_refused_in_one_line(tmp_path, capsys, option, value):
     code = main(["train", "--data", str(tmp_path / "m.jsonl"), "--frames", str(tmp_path / "c"), "--out",
-                 str(tmp_path / "r"), "--example-weight", value])
+                 str(tmp_path / "r"), option, value])
     err = capsys.readouterr().err
-    assert code == 2 and "--example-weight" in err and len(err.strip().splitlines()) == 1, err
+    assert code == 2 and option in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "r").exists()
 
 
@@ -108,3 +110,34 @@ def test_the_loader_gives_twins_one_footage_id_and_every_other_video_its_own():
               LoaderVideo("b", "b", (0,), ("x",), twin="a"), LoaderVideo("d", "d", (0,), ("x",), twin="gone")]
     batches = TrainBatches(videos, [], None, num_frames=1, seed=0, epoch=0)
     assert batches.footage == [0, 1, 0, 3]
+
+
+def test_a_training_step_adds_the_weighted_term_to_the_contrastive_loss(tmp_path, memory_source):
+    """The first logged loss of a run with --example-weight 2 is InfoNCE plus 2 × the term, recomputed here from the
+    same starting weights, batch and drawn frames."""
+    import json
+
+    from vidsearch.config import TrainConfig
+    from vidsearch.eval.evaluate import tokenize_captions
+    from vidsearch.train.loop import train
+    from vidsearch.train.loss import contrastive_loss
+
+    from .conftest import micro_model
+
+    config = TrainConfig(mode="full", epochs=1, batch_size=4, lr=1e-3, coef_lr=0.5, precision="fp32", workers=0,
+                         val_split="none", max_words=16, log_every=1, seed=5, example_weight=2.0)
+    train(micro_model(), memory_source, config, tmp_path / "run", max_steps=1)
+    logged = json.loads((tmp_path / "run" / "log.jsonl").read_text().splitlines()[0])["loss"]
+
+    model = micro_model().train()
+    batch = next(iter(memory_source.epoch(0)))
+    frames = model.preprocess_frames(batch.frames)
+    stills = one_frame_each(frames, batch.mask, torch.Generator().manual_seed(5 * 1_000_003))
+    with torch.no_grad():
+        text = model.encode_text(tokenize_captions(model, batch.captions, max_words=16))
+        video, frame = model.encode_video(frames, batch.mask), model.encode_video(stills)
+        expected = contrastive_loss(text, video, model.logit_scale) + 2.0 * example_loss(text, video, frame,
+                                                                                        batch.footage)
+        infonce = float(contrastive_loss(text, video, model.logit_scale))
+    assert logged == pytest.approx(float(expected), abs=1e-5), (logged, float(expected))
+    assert abs(logged - infonce) > 1e-3, ("the term added nothing", logged, infonce)

@@ -446,7 +446,7 @@ def encode_image(model: Model, image: np.ndarray) -> np.ndarray:
     Why several views: a ViT cuts the frame into patches, and where a small object falls on that grid moves its
     features; a library video averages that over its frames (the object moves), a single still does not. On the
     demo, one view found a fresh frame's colour and shape 56% of the time, the 9 views 84% (docs/contracts.md)."""
-    views = image_views(image, size=_input_size(model), patch=_patch_size(model))
+    views = image_views(image, size=int(model.image_size), patch=_patch_size(model))
     mean = encode_clips(model, views[:, None], np.ones((len(views), 1), dtype=bool)).mean(axis=0)
     return (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)  # a norm of 0.999 is renormalised too
 
@@ -460,10 +460,6 @@ def image_views(image: np.ndarray, *, size: int, patch: int) -> np.ndarray:
     padded = np.pad(square, ((margin, margin), (margin, margin), (0, 0)), mode="edge")
     return np.stack([padded[margin - dy:margin - dy + size, margin - dx:margin - dx + size]
                      for dy in offsets for dx in offsets])
-
-
-def _input_size(model: Model) -> int:
-    return int(model.image_size)
 
 
 def _patch_size(model: Model) -> int:
