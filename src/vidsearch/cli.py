@@ -225,6 +225,11 @@ def _train_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--example-scale", type=float, default=30.0, metavar="S",
                         help="similarity scale of that term (default 30; lower spreads each caption's target over "
                              "more of the captions that share something with it)")
+    parser.add_argument("--example-motion", type=float, default=1.0, metavar="M",
+                        help="how much direction in time counts in that term's targets, 0 to 1 (default 1: each "
+                             "caption as it is; lower: a footage's captions are also averaged with its time-reversed "
+                             "twin's, so videos that show the same thing moving another way count as alike; needs "
+                             "--twins-in-batch to have any effect)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2, help="loader processes (0: in the training process)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the forward pass")
@@ -252,6 +257,7 @@ def _train_request(args: argparse.Namespace):
                         workers=args.workers, val_split=args.val_split, twins_in_batch=args.twins_in_batch,
                         example_weight=_non_negative(args.example_weight, "--example-weight"),
                         example_scale=_positive(args.example_scale, "--example-scale"),
+                        example_motion=_fraction(args.example_motion, "--example-motion"),
                         compile=args.compile, grad_checkpointing=args.grad_checkpointing, log_every=args.log_every)
     return RunRequest(data=args.data, frames=args.frames, model=model, train=train, weights=args.weights,
                       pretrained=args.pretrained, init=args.init)
@@ -260,6 +266,12 @@ def _train_request(args: argparse.Namespace):
 def _non_negative(value: float, option: str) -> float:
     if not math.isfinite(value) or value < 0:
         raise UserError(f"{option} {value}: must be a number ≥ 0")
+    return value
+
+
+def _fraction(value: float, option: str) -> float:
+    if not math.isfinite(value) or not 0.0 <= value <= 1.0:
+        raise UserError(f"{option} {value}: must be a number from 0 to 1")
     return value
 
 
@@ -565,8 +577,10 @@ def _search_run(args: argparse.Namespace) -> int:
         searcher = open_searcher(args.store, model=model)
         if image is not None:
             from vidsearch.store.indexer import encode_image
+            from vidsearch.video.clips import query_frame_config
 
-            vector = encode_image(getattr(searcher.encoder, "model", searcher.encoder), image)
+            encoder = getattr(searcher.encoder, "model", searcher.encoder)
+            vector = encode_image(encoder, image, query_frame_config(encoder, searcher.store.info.get("frames")))
             result = searcher.search_example(vector, options, query=f"image {Path(args.image).name}")
         elif clip is not None:
             vector = _encode_clip_arg(args.clip, clip, searcher)

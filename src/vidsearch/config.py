@@ -75,6 +75,7 @@ class TrainConfig:
     twins_in_batch: bool = False  # put each video's time-reversed twin in the same batch (hard negatives)
     example_weight: float = 0.0  # weight of the search-by-example term (train/loss.py `example_loss`); 0: off
     example_scale: float = 30.0  # its similarity scale (train/loss.py EXAMPLE_SCALE): lower spreads its targets
+    example_motion: float = 1.0  # how much direction in time counts in its targets (1: captions as they are)
     compile: bool = False  # torch.compile the forward pass
     grad_checkpointing: bool = False  # recompute open_clip tower activations in backward (less memory)
     log_every: int = 10  # steps between JSON log lines

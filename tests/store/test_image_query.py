@@ -9,7 +9,9 @@ from PIL import Image
 from vidsearch.cli import main
 from vidsearch.demo import SHIPPED_CHECKPOINT, SHIPPED_EXPORTED
 from vidsearch.model.source import ModelSource
+from vidsearch.config import FrameConfig
 from vidsearch.store.indexer import encode_clips, encode_image, image_views
+from vidsearch.video.clips import still_as_stored
 
 
 @pytest.fixture(scope="module")
@@ -23,14 +25,16 @@ def still(tmp_path_factory):
     return path, pixels
 
 
-def test_both_runtimes_encode_an_image_as_the_mean_of_its_shifted_one_frame_views(still):
+def test_both_runtimes_encode_an_image_as_the_mean_of_its_shifted_one_frame_views_of_it_as_a_keyframe(still):
     _, pixels = still
     exported = ModelSource(exported=str(SHIPPED_EXPORTED)).load()
     torch_model = ModelSource(checkpoint=str(SHIPPED_CHECKPOINT)).load().eval()
-    a, b = encode_image(exported, pixels), encode_image(torch_model, pixels)
+    frames = FrameConfig(size=48, jpeg_quality=80)
+    a, b = encode_image(exported, pixels, frames), encode_image(torch_model, pixels, frames)
     assert a.shape == b.shape == (64,)
     assert float(a @ b) == pytest.approx(1.0, abs=1e-5), "the ONNX and PyTorch video towers disagree at T = 1"
-    views = image_views(pixels, size=48, patch=12)
+    keyframe = still_as_stored(pixels, frames)
+    views = image_views(keyframe, size=48, patch=12)
     assert views.shape == (9, 48, 48, 3)
     one_frame = encode_clips(exported, views[:, None], np.ones((9, 1), bool))
     mean = one_frame.mean(axis=0)
@@ -40,6 +44,11 @@ def test_both_runtimes_encode_an_image_as_the_mean_of_its_shifted_one_frame_view
     mask = np.zeros((1, exported.num_frames), bool)
     mask[0, 0] = True
     assert float(encode_clips(exported, padded, mask)[0] @ one_frame[4]) < 0.99, "T = 1 is not the padded clip"
+    default = encode_image(exported, pixels)  # no settings: the model's size at the default JPEG quality
+    mean = encode_clips(exported, image_views(still_as_stored(pixels, FrameConfig(size=48)), size=48,
+                                              patch=12)[:, None], np.ones((9, 1), bool)).mean(axis=0)
+    np.testing.assert_allclose(default, mean / np.linalg.norm(mean), atol=1e-6)
+    assert float(default @ a) < 1.0 - 1e-6, "the JPEG quality of the settings was not used"
 
 
 def test_image_views_are_the_square_shifted_by_a_third_of_a_patch_with_the_border_repeated():

@@ -7,23 +7,28 @@ import torch.nn.functional as F
 
 from vidsearch.cli import main
 from vidsearch.train.loop import one_frame_each
-from vidsearch.train.loss import EXAMPLE_SCALE, example_loss
+from vidsearch.train.loss import EXAMPLE_SCALE, caption_similarity, example_loss
 
 
 def _features(seed: int, n: int = 6, dim: int = 8) -> torch.Tensor:
     return F.normalize(torch.randn(n, dim, generator=torch.Generator().manual_seed(seed), dtype=torch.float64), dim=-1)
 
 
-def _reference(text, video, frame, footage, scale: float) -> float:
+def _reference(text, video, frame, footage, scale: float, motion: float = 1.0) -> float:
     """The module docstring's formula, written out again in numpy, one row at a time."""
     def softmax(row):
         e = np.exp(row - row.max())
         return e / e.sum()
 
+    def shown(i):  # the mean caption of video i's footage, renormalised
+        mean = text[footage == footage[i]].mean(axis=0)
+        return mean / np.linalg.norm(mean)
+
     terms = []
     for i in range(len(text)):
         others = [j for j in range(len(text)) if footage[j] != footage[i]]
-        target = softmax(scale * text[i] @ text[others].T)
+        alike = np.array([motion * text[i] @ text[j] + (1 - motion) * shown(i) @ shown(j) for j in others])
+        target = softmax(scale * alike)
         terms.append(-(target * np.log(softmax(scale * video[i] @ video[others].T))).sum())
         terms.append(-(target * np.log(softmax(scale * frame[i] @ video[others].T))).sum())
     return float(np.mean(terms))
@@ -34,12 +39,31 @@ TWINS = torch.tensor([0, 0, 2, 3, 3, 5])  # videos 0 and 1 are twins, so are 3 a
 
 @pytest.mark.parametrize("scale", [None, 3.0, 100.0])
 @pytest.mark.parametrize("footage", [torch.arange(6), TWINS])
-def test_the_term_is_the_documented_formula(scale, footage):
+@pytest.mark.parametrize("motion", [None, 0.0, 0.3])
+def test_the_term_is_the_documented_formula(scale, footage, motion):
     text, video, frame = _features(0), _features(1), _features(2)
-    got = (example_loss(text, video, frame, footage) if scale is None
-           else example_loss(text, video, frame, footage, scale=scale))
-    expected = _reference(text.numpy(), video.numpy(), frame.numpy(), footage.numpy(), scale or EXAMPLE_SCALE)
+    options = {**({} if scale is None else {"scale": scale}), **({} if motion is None else {"motion": motion})}
+    got = example_loss(text, video, frame, footage, **options)
+    expected = _reference(text.numpy(), video.numpy(), frame.numpy(), footage.numpy(), scale or EXAMPLE_SCALE,
+                          1.0 if motion is None else motion)
     assert abs(float(got) - expected) < 1e-9, (float(got), expected)
+
+
+def test_below_full_motion_a_twin_pair_counts_as_what_it_shows():
+    """Video 0 shows a thing moving left; its twin the thing moving right; pair B the same thing moving up and down;
+    video 4 another thing moving left. Its captions as they are find video 4 (the shared direction) more alike than
+    pair B; with motion 0 (each footage's captions averaged with its twin's) pair B wins: it shows the same thing."""
+    axes = torch.eye(6, dtype=torch.float64)
+    thing, other, left, right, up, down = 0.8 * axes[0], 0.8 * axes[1], *axes[2:]
+    text = F.normalize(torch.stack([thing + left, thing + right, thing + up, thing + down, other + left]), dim=-1)
+    footage = torch.tensor([0, 0, 2, 2, 4])
+    own = footage[:, None] == footage[None, :]
+    as_they_are, shown = (caption_similarity(text, own, motion=m)[0] for m in (1.0, 0.0))
+    assert torch.equal(as_they_are, text[0] @ text.t())
+    assert as_they_are[4] > as_they_are[2] == as_they_are[3], as_they_are
+    assert shown[2] == shown[3] > shown[4], shown
+    halfway = caption_similarity(text, own, motion=0.5)[0]
+    assert torch.allclose(halfway, (as_they_are + shown) / 2), (halfway, as_they_are, shown)
 
 
 def test_a_batch_of_one_footage_gives_zero_with_a_graph():
@@ -94,7 +118,9 @@ def test_one_frame_each_draws_real_frames_only_and_every_one_of_them():
 
 @pytest.mark.parametrize("option, value", [("--example-weight", "-1"), ("--example-weight", "nan"),
                                            ("--example-weight", "inf"), ("--example-scale", "0"),
-                                           ("--example-scale", "-3"), ("--example-scale", "nan")])
+                                           ("--example-scale", "-3"), ("--example-scale", "nan"),
+                                           ("--example-motion", "-0.1"), ("--example-motion", "1.5"),
+                                           ("--example-motion", "nan")])
 def test_a_bad_weight_or_scale_is_refused_in_one_line(tmp_path, capsys, option, value):
     code = main(["train", "--data", str(tmp_path / "m.jsonl"), "--frames", str(tmp_path / "c"), "--out",
                  str(tmp_path / "r"), option, value])

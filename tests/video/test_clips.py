@@ -200,3 +200,36 @@ def test_a_pickled_array_from_the_child_is_not_unpickled(tmp_path):
     with pytest.raises(ClipRejected, match="^the decoder's keyframes cannot be read: "):
         clips._load_frames(path, CONFIG, count=1)
     assert not marker.exists()
+
+
+def test_an_image_query_becomes_nearly_the_keyframe_a_video_of_that_picture_gives(tmp_path):
+    """A still shown as the one frame of a lossless H.264 video (its YUV 4:2:0 planes kept exactly, checked): the
+    video's keyframe and `still_as_keyframe` of the still agree in luma (rounding only) and differ in colour only at
+    colour edges (swscale places a decoded frame's chroma samples by metadata PyAV cannot set on a new frame); the
+    plain Pillow resize image queries used before is ten times further off."""
+    from vidsearch.runtime.exported import resize_crop
+    from vidsearch.video.decode import DecodeLimits, decode_frames, probe, still_as_keyframe
+
+    still = render_clip(random_spec(np.random.default_rng(11)), frames=2, size=96)[0]
+    still = np.ascontiguousarray(np.concatenate([still, still[:, :40]], axis=1))  # 96 × 136: the crop matters too
+    video = write_video(tmp_path / "still.mp4", [still], fps=1, options={"qp": "0"})
+    import av
+
+    with av.open(str(video)) as container:
+        planes = next(container.decode(video=0)).to_ndarray()
+    np.testing.assert_array_equal(planes, av.VideoFrame.from_ndarray(still, format="rgb24")
+                                  .reformat(format="yuv420p").to_ndarray())
+    keyframe = decode_frames(video, info=probe(video, limits=DecodeLimits()), indices=[0], size=48,
+                             limits=DecodeLimits())[0].astype(float)
+    made, pillow = still_as_keyframe(still, 48).astype(float), resize_crop(still, 48).astype(float)
+    assert made.shape == keyframe.shape == (48, 48, 3)
+
+    def luma(rgb):
+        return rgb @ np.array([0.299, 0.587, 0.114])
+
+    ours, theirs = np.abs(made - keyframe), np.abs(pillow - keyframe)
+    assert np.abs(luma(made) - luma(keyframe)).max() <= 1.5, np.abs(luma(made) - luma(keyframe)).max()
+    assert ours.mean() * 10 < theirs.mean(), (ours.mean(), theirs.mean())
+    config = FrameConfig(frames=1, size=48, jpeg_quality=75)
+    np.testing.assert_array_equal(clips.still_as_stored(still, config),
+                                  clips._as_stored(still_as_keyframe(still, 48), 75))

@@ -8,6 +8,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image
 
 from vidsearch.store.indexer import encode_image
+from vidsearch.video.clips import query_frame_config
 from vidsearch.store.search import stored_vectors
 from vidsearch.video.stills import decode_image
 
@@ -25,7 +26,8 @@ def png_of(pixels):
 
 def expected_top_score(library, data):
     """The best cosine of the image's one-frame vector over every stored row, computed here independently."""
-    vector = encode_image(library.model, decode_image(data))
+    frames = query_frame_config(library.model, library.store.info.get("frames"))  # the library's keyframe settings
+    vector = encode_image(library.model, decode_image(data), frames)
     vector = vector / np.linalg.norm(vector)
     store = library.store
     rows = stored_vectors(store, "video_feature", np.arange(len(store)))

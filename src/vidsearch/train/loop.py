@@ -370,7 +370,8 @@ def train_step(forward: nn.Module, model: VideoTextModel, batch: Batch, optimize
         loss = contrastive_loss(features[0], features[1], model.logit_scale)
         if stills is not None:
             loss = loss + config.example_weight * example_loss(*features, batch.footage.to(device),
-                                                                scale=config.example_scale)
+                                                                scale=config.example_scale,
+                                                                motion=config.example_motion)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     scaler.unscale_(optimizer)  # clip true gradients, not scaled ones

@@ -14,10 +14,16 @@ space learns to say it too, for a whole clip and for a single frame (the video t
 encoded). With t, v, f the batch's text, video and one-frame features, s = EXAMPLE_SCALE, and j ranging over the
 batch's *other footage* (not video i itself, nor its time-reversed twin, which holds the same frames):
 
-    target_i = softmax_j(s · t_i·t_j)                      which other captions caption i finds alike
+    a_ij     = m · t_i·t_j + (1 − m) · t̄_i·t̄_j             how alike captions i and j are (m = 1: t_i·t_j)
+    target_i = softmax_j(s · a_ij)                          which other captions caption i finds alike
     vv       = H(target_i, softmax_j(s · v_i·v_j))         a video's neighbours are its caption's
     fv       = H(target_i, softmax_j(s · f_i·v_j))         so are a frame's, among the other videos
     loss     = (vv + fv) / 2                               (H: cross-entropy; targets carry no gradient)
+
+t̄_i is the mean of the captions of video i's footage in the batch (its own and its time-reversed twin's),
+renormalised: what the footage shows, whichever way it runs. `motion` m (`--example-motion`) weighs the two: at 1
+(the default) a caption as it is, direction words and all; lower, videos showing the same thing moving another way
+count as more alike than videos of other things moving the same way. Without twins in the batch t̄ = t.
 
 Text–video InfoNCE alone ranks captions against videos but leaves video–video distances to whatever separates
 instances (position, size, background): on the demo, fresh clips found their colour and shape about 65 % of the
@@ -60,7 +66,7 @@ def contrastive_loss(text: torch.Tensor, video: torch.Tensor, logit_scale: torch
 
 
 def example_loss(text: torch.Tensor, video: torch.Tensor, frame: torch.Tensor, footage: torch.Tensor, *,
-                 scale: float = EXAMPLE_SCALE) -> torch.Tensor:
+                 scale: float = EXAMPLE_SCALE, motion: float = 1.0) -> torch.Tensor:
     """The search-by-example term (module docstring). Features [n, D] normalised and `footage` [n] (equal for a
     video and its twin, distinct otherwise), gathered over ranks like `contrastive_loss`'s."""
     text, video, frame = (gather_with_grad(_at_least_fp32(x)) for x in (text, video, frame))
@@ -69,15 +75,31 @@ def example_loss(text: torch.Tensor, video: torch.Tensor, frame: torch.Tensor, f
     useful = ~own.all(dim=1)  # a row whose batch holds no other footage has no target
     if not bool(useful.any()):
         return video.sum() * 0.0
-    own, text, video_rows, frame_rows = own[useful], text.detach(), video[useful], frame[useful]
+    import os
+    frame_motion = float(os.environ.get("FRAME_MOTION", motion))
     with torch.no_grad():
-        target = (scale * text[useful] @ text.t()).masked_fill(own, float("-inf")).softmax(dim=1)
+        alike = caption_similarity(text.detach(), own, motion=motion)[useful]
+        alike_f = caption_similarity(text.detach(), own, motion=frame_motion)[useful]
+    own, video_rows, frame_rows = own[useful], video[useful], frame[useful]
+    with torch.no_grad():
+        target = (scale * alike).masked_fill(own, float("-inf")).softmax(dim=1)
+        target_f = (scale * alike_f).masked_fill(own, float("-inf")).softmax(dim=1)
 
-    def cross_entropy(logits: torch.Tensor) -> torch.Tensor:
+    def cross_entropy(logits: torch.Tensor, target) -> torch.Tensor:
         log_p = logits.masked_fill(own, float("-inf")).log_softmax(dim=1).masked_fill(own, 0.0)
         return -(target * log_p).sum(dim=1).mean()
 
-    return (cross_entropy(scale * video_rows @ video.t()) + cross_entropy(scale * frame_rows @ video.t())) / 2
+    return (cross_entropy(scale * video_rows @ video.t(), target) + cross_entropy(scale * frame_rows @ video.t(), target_f)) / 2
+
+
+def caption_similarity(text: torch.Tensor, own: torch.Tensor, *, motion: float) -> torch.Tensor:
+    """[n, n]: motion · tᵢ·tⱼ + (1 − motion) · t̄ᵢ·t̄ⱼ, where t̄ is the mean caption of a footage (a video's with its
+    time-reversed twin's in the batch, renormalised: what the footage shows, whichever way it runs)."""
+    if motion >= 1.0:
+        return text @ text.t()
+    members = own.to(text.dtype)
+    shown = F.normalize(members @ text / members.sum(dim=1, keepdim=True), dim=1)
+    return motion * (text @ text.t()) + (1.0 - motion) * (shown @ shown.t())
 
 
 def gather_ids(ids: torch.Tensor) -> torch.Tensor:

@@ -31,7 +31,7 @@ from PIL import Image
 from vidsearch.config import FrameConfig, from_dict, to_dict
 from vidsearch.fsutil import write_all
 from vidsearch.video.cache import jpeg_bytes, open_cache, select_keyframes
-from vidsearch.video.decode import DecodeLimits, VideoError, decode_frames, probe
+from vidsearch.video.decode import DecodeLimits, VideoError, decode_frames, probe, still_as_keyframe
 from vidsearch.video.workers import run_isolated
 
 if TYPE_CHECKING:
@@ -210,6 +210,12 @@ def extract_clip(task: dict[str, Any]) -> dict[str, Any]:
         np.save(out, stored, allow_pickle=False)
     return {"frames": len(stored), "timestamps": [round(float(info.timestamps[i]), 6) for i in chosen],
             "duration": round(info.duration, 6)}
+
+
+def still_as_stored(image: np.ndarray, config: FrameConfig) -> np.ndarray:
+    """An image query [H, W, 3] as a library keyframe of `config` is seen: `still_as_keyframe` at its size, then
+    JPEG at its quality and back. The model learnt, and the library was indexed, on keyframes made so."""
+    return _as_stored(still_as_keyframe(image, config.size), config.jpeg_quality)
 
 
 def _as_stored(frame: np.ndarray, quality: int) -> np.ndarray:

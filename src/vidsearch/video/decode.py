@@ -366,6 +366,15 @@ def _decoding_failed(context, error: av.FFmpegError, limits: DecodeLimits) -> Vi
     return VideoError("decode_error", _ffmpeg_message(error))
 
 
+def still_as_keyframe(image: np.ndarray, size: int) -> np.ndarray:
+    """An RGB still uint8 [H, W, 3] as this module makes a keyframe of a video frame: in YUV 4:2:0 (as nearly every
+    video is coded: colour at half resolution), short side to `size` by swscale's bicubic, centre-cropped."""
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"expected uint8 RGB pixels [H, W, 3], got {image.dtype} {image.shape}")
+    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24").reformat(format="yuv420p")
+    return np.ascontiguousarray(_square(frame, size=size, rotation=0, scaler=VideoReformatter()))
+
+
 def _square(frame: av.VideoFrame, *, size: int, rotation: int, scaler: VideoReformatter) -> np.ndarray:
     """Short side to `size` with bicubic scaling in swscale, turned upright, centre-cropped to size×size."""
     scale = size / min(frame.width, frame.height)

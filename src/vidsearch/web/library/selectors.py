@@ -80,7 +80,8 @@ def search_image(*, data: bytes, name: str, k: int, threshold: float | None = No
                          max_pixels=settings.VIDSEARCH_MAX_IMAGE_PIXELS)
     library = get_library()
     options = SearchOptions(k=k, threshold=threshold, category=category, min_confidence=min_confidence)
-    return library.search_example(encode_image(library.model, image), options, query=f"image {name}")
+    frames = query_frame_config(library.model, library.store.info.get("frames"))
+    return library.search_example(encode_image(library.model, image, frames), options, query=f"image {name}")
 
 
 def search_clip(*, file: IO[bytes], name: str, k: int, threshold: float | None = None, category: str | None = None,
