@@ -10,7 +10,9 @@ from vidsearch.cli import main
 from vidsearch.config import FrameConfig
 from vidsearch.data.synthetic import generate_library
 from vidsearch.model.source import ModelSource
-from vidsearch.store.indexer import encode_clip, encode_rows, index_cache, rows_of
+from vidsearch.data.sampling import frame_positions
+from vidsearch.store.indexer import (_patch_size, encode_clip, encode_clips, encode_rows, image_views, index_cache,
+                                     model_frames, rows_of)
 from vidsearch.store.search import stored_vectors
 from vidsearch.store.store import Store
 from vidsearch.video.cache import open_cache
@@ -32,7 +34,9 @@ def whole_videos(tmp_path_factory):
     return root, model
 
 
-def test_a_library_video_as_a_clip_is_encoded_as_its_row(whole_videos):
+def test_a_library_video_as_a_clip_is_encoded_as_its_row_seen_in_the_9_views(whole_videos):
+    """The clip's keyframes are the row's (same pixels); its vector is the mean of the row's encoding over the 9
+    shifted views, the unshifted one of which is the stored vector itself."""
     root, model = whole_videos
     store, cache = Store.open(root / "store"), open_cache(root / "cache")
     config = query_frame_config(model, store.info["frames"])
@@ -40,10 +44,16 @@ def test_a_library_video_as_a_clip_is_encoded_as_its_row(whole_videos):
     for row, video_id in enumerate(store.rows.video_id):
         clip = decode_clip(cache.entry(video_id).source, config)
         assert len(clip.frames) == 6
-        vector = encode_clip(model, clip.frames)
-        expected = encode_rows(model, cache, rows_of(cache.entry(video_id)))[0]
-        np.testing.assert_allclose(vector, expected, atol=1e-5, err_msg=video_id)
-        np.testing.assert_allclose(vector, stored_vectors(store, "video_feature", np.array([row]))[0], atol=1e-5)
+        np.testing.assert_array_equal(clip.frames, cache.read_frames(video_id))
+        patch = _patch_size(model) * 64 / model.image_size  # a patch, in keyframe pixels
+        positions, mask = frame_positions(len(clip.frames), model_frames(model), rng=None)  # as a row's
+        views = np.stack([image_views(frame, size=64, patch=patch) for frame in clip.frames[positions]], axis=1)
+        per_view = encode_clips(model, views, np.repeat(mask[None], 9, axis=0))
+        np.testing.assert_allclose(per_view[4], stored_vectors(store, "video_feature", np.array([row]))[0],
+                                   atol=1e-5, err_msg=f"{video_id}: the unshifted view is not the stored row")
+        mean = per_view.mean(axis=0)
+        np.testing.assert_allclose(encode_clip(model, clip.frames), mean / np.linalg.norm(mean), atol=1e-5,
+                                   err_msg=video_id)
 
 
 def test_cli_search_by_clip_finds_the_video_itself_first(whole_videos, capsys):
@@ -54,8 +64,11 @@ def test_cli_search_by_clip_finds_the_video_itself_first(whole_videos, capsys):
     assert main(["search", "--clip", source, "--store", str(root / "store"), "-k", "3", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["query"] == f"clip {video_id}.mp4" and result["mode"] == "vector" and len(result["hits"]) == 3
-    assert result["hits"][0]["video_id"] == video_id
-    assert result["hits"][0]["score"] == pytest.approx(1.0, abs=1e-5)
+    # The tiny random model pools frames by their mean: a video and its time-reversed twin (ids …a, …b) are the same
+    # footage to it, and the clip is its row seen in 9 shifted views, not the row itself: either may come first.
+    footage = {video_id, video_id[:-1] + ("b" if video_id.endswith("a") else "a")}
+    assert {hit["video_id"] for hit in result["hits"][:2]} == footage, result["hits"]
+    assert result["hits"][0]["score"] > 0.9, result["hits"][0]
     assert main(["search", "--clip", source, "--store", str(root / "store"), "-k", "2"]) == 0
     assert capsys.readouterr().out.startswith(f"2 videos for 'clip {video_id}.mp4'")
 
@@ -161,8 +174,9 @@ def circles(tmp_path_factory):
 @pytest.mark.parametrize("motion, opposite", [("left", "right"), ("right", "left")])
 def test_a_clip_of_a_red_circle_ranks_circles_moving_its_way_above_the_others(circles, tmp_path, capsys, motion,
                                                                               opposite):
-    """Measured with 20 such queries on a library of 8 + 8 circles and 8 other shapes: 98% of (same way, other way)
-    pairs in the right order, mean ranks 3.8 and 12.4 of 24."""
+    """Measured with 20 such queries on a library of 8 + 8 circles and 8 other shapes (the shipped model of recipe
+    stage 11): 97% of (same way, other way) pairs in the right order, the worst query 89%, the best circle its way
+    above the best the other way in all 20, mean ranks 3.7 and 11.3 of 24."""
     root, kinds = circles
     query = shape_clip(tmp_path / f"query-{motion}.mp4", np.random.default_rng(1), colour="red", shape="circle",
                        motion=motion)
@@ -173,5 +187,5 @@ def test_a_clip_of_a_red_circle_ranks_circles_moving_its_way_above_the_others(ci
     same = [order.index(name) for name in kinds if kinds[name] == ("red", "circle", motion)]
     other = [order.index(name) for name in kinds if kinds[name] == ("red", "circle", opposite)]
     ordered = np.mean([a < b for a in same for b in other])
-    assert ordered >= 0.9 and min(same) == 0, \
+    assert ordered >= 0.8 and min(same) == 0, \
         f"{motion}: circles going {motion} at ranks {same}, going {opposite} at {other} ({ordered:.0%} of pairs ordered)"

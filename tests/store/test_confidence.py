@@ -70,7 +70,7 @@ def test_min_confidence_filters_while_threshold_stays_on_the_cosine(searcher):
 def test_labels():
     assert [confidence_label(c) for c in (0.0, 0.49, 0.5, 0.79, 0.8, 1.0)] == \
         ["low", "low", "medium", "medium", "high", "high"]
-    assert confidence_of(np.array([NULL_Z_MIDPOINT]))[0] == 0.5 and NULL_Z_MIDPOINT == 3.5
+    assert confidence_of(np.array([NULL_Z_MIDPOINT]))[0] == 0.5 and NULL_Z_MIDPOINT == 5.0
 
 
 def test_similar_queries_by_the_moments_stored_vector_without_its_own_video(tmp_path):

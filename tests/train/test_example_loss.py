@@ -138,9 +138,23 @@ def test_the_loader_gives_twins_one_footage_id_and_every_other_video_its_own():
     assert batches.footage == [0, 1, 0, 3]
 
 
-def test_a_training_step_adds_the_weighted_term_to_the_contrastive_loss(tmp_path, memory_source):
-    """The first logged loss of a run with --example-weight 2 is InfoNCE plus 2 × the term, recomputed here from the
-    same starting weights, batch and drawn frames."""
+def _twin_source():
+    """memory_source's videos in twin pairs (v0 and v1, v2 and v3, ...), twins sharing a batch."""
+    import dataclasses
+
+    from vidsearch.data.loader import CacheBatches
+
+    from .conftest import memory_videos
+
+    videos, store = memory_videos()
+    videos = [dataclasses.replace(v, twin=f"v{i ^ 1}") for i, v in enumerate(videos)]
+    return CacheBatches(videos, store, batch_size=4, num_frames=4, seed=0, workers=0, twins_in_batch=True)
+
+
+@pytest.mark.parametrize("twins, motion", [(False, 1.0), (True, 0.0), (True, 0.4)])
+def test_a_training_step_adds_the_weighted_term_to_the_contrastive_loss(tmp_path, memory_source, twins, motion):
+    """The first logged loss of a run with --example-weight 2 is InfoNCE plus 2 × the term (at the run's
+    --example-motion), recomputed here from the same starting weights, batch and drawn frames."""
     import json
 
     from vidsearch.config import TrainConfig
@@ -150,20 +164,35 @@ def test_a_training_step_adds_the_weighted_term_to_the_contrastive_loss(tmp_path
 
     from .conftest import micro_model
 
+    source = _twin_source() if twins else memory_source
     config = TrainConfig(mode="full", epochs=1, batch_size=4, lr=1e-3, coef_lr=0.5, precision="fp32", workers=0,
-                         val_split="none", max_words=16, log_every=1, seed=5, example_weight=2.0)
-    train(micro_model(), memory_source, config, tmp_path / "run", max_steps=1)
+                         val_split="none", max_words=16, log_every=1, seed=5, example_weight=2.0,
+                         example_motion=motion)
+    train(micro_model(), source, config, tmp_path / "run", max_steps=1)
     logged = json.loads((tmp_path / "run" / "log.jsonl").read_text().splitlines()[0])["loss"]
 
     model = micro_model().train()
-    batch = next(iter(memory_source.epoch(0)))
+    batch = next(iter(source.epoch(0)))
     frames = model.preprocess_frames(batch.frames)
     stills = one_frame_each(frames, batch.mask, torch.Generator().manual_seed(5 * 1_000_003))
     with torch.no_grad():
         text = model.encode_text(tokenize_captions(model, batch.captions, max_words=16))
         video, frame = model.encode_video(frames, batch.mask), model.encode_video(stills)
-        expected = contrastive_loss(text, video, model.logit_scale) + 2.0 * example_loss(text, video, frame,
-                                                                                        batch.footage)
+        term = example_loss(text, video, frame, batch.footage, motion=motion)
+        expected = contrastive_loss(text, video, model.logit_scale) + 2.0 * term
         infonce = float(contrastive_loss(text, video, model.logit_scale))
+        as_captions = float(example_loss(text, video, frame, batch.footage))
     assert logged == pytest.approx(float(expected), abs=1e-5), (logged, float(expected))
     assert abs(logged - infonce) > 1e-3, ("the term added nothing", logged, infonce)
+    if twins:
+        assert len(set(batch.footage.tolist())) < len(batch.footage), batch.footage  # twins in the batch
+        assert abs(float(term) - as_captions) > 1e-4, ("--example-motion changed nothing", float(term), as_captions)
+
+
+def test_example_motion_reaches_the_training_config_and_defaults_to_captions_as_they_are(tmp_path):
+    from vidsearch.cli import _train_request, build_parser
+
+    base = ["train", "--data", str(tmp_path / "m.jsonl"), "--frames", str(tmp_path / "c"), "--out", str(tmp_path / "r")]
+    assert _train_request(build_parser().parse_args(base)).train.example_motion == 1.0
+    request = _train_request(build_parser().parse_args([*base, "--example-motion", "0.25"]))
+    assert request.train.example_motion == 0.25

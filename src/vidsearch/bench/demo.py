@@ -8,8 +8,9 @@ random weights (ratio = shipped accuracy / random accuracy).
 
 Through the same server: how often the top hit is confident (`confident` of `/api/search`) for the held-out captions
 and for at least 200 queries for what the library does not hold (everyday words and phrases, random letters; none
-sharing a word with the library's captions); and "more like this" (`/api/videos/{id}/similar?k=5`) from every test
-video: the share of the top 5 with the source's colour and shape.
+sharing a word with the library's captions); and "more like this" (`/api/videos/{id}/similar?k=5`) from every demo
+video (all unseen in training) and from the test split's alone: the share of the top 5 with the source's colour and
+shape.
 
 Search by example, through the same server, with examples the library does not hold (clips of other seeds,
 rendered anew, of kinds the library has: a query whose colour, shape and direction no demo video has cannot be
@@ -126,15 +127,21 @@ def _confidence(paths: DemoPaths, base: str) -> dict:
 
 
 def _more_like_this(paths: DemoPaths, base: str) -> dict:
+    """From every demo video (none of them seen in training: the model learnt on libraries of another seed), the
+    share of its top 5 with its colour and shape; the 60 of the test split alone as well (the sample used before)."""
     records = load_manifest(paths.manifest)
     truth = {r.video_id: parse_caption(r.captions[0])[:2] for r in records}
-    shares = []
-    for record in (r for r in records if r.split == "test"):
+    shares = {}
+    for record in records:
         hits = _get(f"{base}/api/videos/{record.video_id}/similar?k=5")["hits"]
-        shares.append(sum(truth.get(h["video_id"]) == truth[record.video_id] for h in hits) / max(len(hits), 1))
-    share = sum(shares) / len(shares)
-    log(f"demo: more like this: {share:.1%} of the top 5 share the source's colour and shape ({len(shares)} sources)")
-    return {"sources": len(shares), "top5_colour_shape": round(share, 4), "target": 0.80, "met": share >= 0.80}
+        shares[record.video_id] = sum(truth.get(h["video_id"]) == truth[record.video_id] for h in hits) / max(len(hits), 1)
+    share = sum(shares.values()) / len(shares)
+    test = [shares[r.video_id] for r in records if r.split == "test"]
+    test_share = sum(test) / max(len(test), 1)
+    log(f"demo: more like this: {share:.1%} of the top 5 share the source's colour and shape ({len(shares)} sources; "
+        f"the {len(test)} of the test split: {test_share:.1%})")
+    return {"sources": len(shares), "top5_colour_shape": round(share, 4), "test_sources": len(test),
+            "test_top5_colour_shape": round(test_share, 4), "target": 0.80, "met": share >= 0.80}
 
 
 def _post_file(url: str, field: str, name: str, data: bytes, content_type: str) -> dict:

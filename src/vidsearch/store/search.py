@@ -47,7 +47,7 @@ NULL_CAPTIONS = (
     "light", "darkness", "colors", "a shape", "a line", "motion", "nothing", "an empty scene", "a cartoon",
     "a drawing",
 )
-NULL_Z_MIDPOINT = 3.5  # z-score over the row's null where confidence is 0.5 (fitted on the demo, docs/contracts.md)
+NULL_Z_MIDPOINT = 5.0  # z-score over the row's null where confidence is 0.5 (fitted on the demo, docs/contracts.md)
 NULL_EXAMPLE_ROWS = 50  # an example query's null bank: this many stored rows, evenly spaced over the store
 HIGH_CONFIDENCE = 0.8
 CONFIDENT = 0.5  # at or above: "medium"; below: "low", not a confident match

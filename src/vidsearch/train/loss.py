@@ -75,21 +75,17 @@ def example_loss(text: torch.Tensor, video: torch.Tensor, frame: torch.Tensor, f
     useful = ~own.all(dim=1)  # a row whose batch holds no other footage has no target
     if not bool(useful.any()):
         return video.sum() * 0.0
-    import os
-    frame_motion = float(os.environ.get("FRAME_MOTION", motion))
     with torch.no_grad():
         alike = caption_similarity(text.detach(), own, motion=motion)[useful]
-        alike_f = caption_similarity(text.detach(), own, motion=frame_motion)[useful]
     own, video_rows, frame_rows = own[useful], video[useful], frame[useful]
     with torch.no_grad():
         target = (scale * alike).masked_fill(own, float("-inf")).softmax(dim=1)
-        target_f = (scale * alike_f).masked_fill(own, float("-inf")).softmax(dim=1)
 
-    def cross_entropy(logits: torch.Tensor, target) -> torch.Tensor:
+    def cross_entropy(logits: torch.Tensor) -> torch.Tensor:
         log_p = logits.masked_fill(own, float("-inf")).log_softmax(dim=1).masked_fill(own, 0.0)
         return -(target * log_p).sum(dim=1).mean()
 
-    return (cross_entropy(scale * video_rows @ video.t(), target) + cross_entropy(scale * frame_rows @ video.t(), target_f)) / 2
+    return (cross_entropy(scale * video_rows @ video.t()) + cross_entropy(scale * frame_rows @ video.t())) / 2
 
 
 def caption_similarity(text: torch.Tensor, own: torch.Tensor, *, motion: float) -> torch.Tensor:
