@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> None:
     if args.quick:
         args.videos, args.searches, args.slow_clients = 200, 10, 150
     with tempfile.TemporaryDirectory(prefix="vidsearch-bench-attacks-") as workdir:
-        store = serve.build_library(Path(workdir), videos=args.videos)
+        store = serve.build_library(Path(workdir), videos=args.videos, source=serve.MODELS["tiny"])  # as in RESULTS.md
         load.create_user(store, USER)
         with load.running_server(store, threads=args.threads, workdir=Path(workdir)) as base:
             port = int(base.rsplit(":", 1)[1])
