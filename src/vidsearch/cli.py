@@ -542,6 +542,9 @@ def _search_args(parser: argparse.ArgumentParser) -> None:
                         help="search by an example video clip instead of a sentence (MP4, MOV, MKV, WebM, AVI or "
                              "MPEG-TS; at most 50 MB and 120 s; keyframes sampled as the library's, decoded in a child "
                              "process, encoded by the video tower; vector mode)")
+    parser.add_argument("--views", type=int, choices=[1, 9], default=9,
+                        help="how an --image or --clip is seen: 9 views shifted by a third of the model's patch "
+                             "(default; steadier for small objects, 9 passes of the tower) or 1 (as it is)")
     parser.add_argument("--store", required=True, help="feature store directory (from `vidsearch index`)")
     parser.add_argument("-k", type=int, default=10, help="number of videos to return")
     parser.add_argument("--mode", choices=["vector", "text", "hybrid"], default="vector",
@@ -580,10 +583,11 @@ def _search_run(args: argparse.Namespace) -> int:
             from vidsearch.video.clips import query_frame_config
 
             encoder = getattr(searcher.encoder, "model", searcher.encoder)
-            vector = encode_image(encoder, image, query_frame_config(encoder, searcher.store.info.get("frames")))
+            vector = encode_image(encoder, image, query_frame_config(encoder, searcher.store.info.get("frames")),
+                                  views=args.views)
             result = searcher.search_example(vector, options, query=f"image {Path(args.image).name}")
         elif clip is not None:
-            vector = _encode_clip_arg(args.clip, clip, searcher)
+            vector = _encode_clip_arg(args.clip, clip, searcher, views=args.views)
             result = searcher.search_example(vector, options, query=f"clip {Path(args.clip).name}")
         else:
             result = searcher.search(args.query, options)
@@ -618,7 +622,7 @@ def _read_clip_arg(path: str) -> bytes:
         raise UserError(f"--clip {path}: {error}") from None
 
 
-def _encode_clip_arg(path: str, data: bytes, searcher):
+def _encode_clip_arg(path: str, data: bytes, searcher, *, views: int):
     """The clip's vector: its keyframes sampled as the store's library's were, decoded in a child process."""
     from vidsearch.store.indexer import encode_clip
     from vidsearch.video.clips import ClipRejected, decode_clip, query_frame_config
@@ -628,7 +632,7 @@ def _encode_clip_arg(path: str, data: bytes, searcher):
         clip = decode_clip(data, query_frame_config(model, searcher.store.info.get("frames")))
     except ClipRejected as error:
         raise UserError(f"--clip {path}: {error}") from None
-    return encode_clip(model, clip.frames)
+    return encode_clip(model, clip.frames, views=views)
 
 
 def _exported_model_arg(value: str | None) -> str | None:

@@ -54,6 +54,9 @@ def test_a_library_video_as_a_clip_is_encoded_as_its_row_seen_in_the_9_views(who
         mean = per_view.mean(axis=0)
         np.testing.assert_allclose(encode_clip(model, clip.frames), mean / np.linalg.norm(mean), atol=1e-5,
                                    err_msg=video_id)
+        np.testing.assert_allclose(encode_clip(model, clip.frames, views=1), per_view[4], atol=1e-5, err_msg=video_id)
+    with pytest.raises(ValueError, match="an example is seen in 1 or 9 views, not 4"):
+        encode_clip(model, clip.frames, views=4)
 
 
 def test_cli_search_by_clip_finds_the_video_itself_first(whole_videos, capsys):
@@ -71,6 +74,14 @@ def test_cli_search_by_clip_finds_the_video_itself_first(whole_videos, capsys):
     assert result["hits"][0]["score"] > 0.9, result["hits"][0]
     assert main(["search", "--clip", source, "--store", str(root / "store"), "-k", "2"]) == 0
     assert capsys.readouterr().out.startswith(f"2 videos for 'clip {video_id}.mp4'")
+    # Seen as it is, the clip is the video's own row: itself first, at cosine 1.
+    assert main(["search", "--clip", source, "--store", str(root / "store"), "-k", "3", "--views", "1",
+                 "--json"]) == 0
+    hits = json.loads(capsys.readouterr().out)["hits"]
+    assert hits[0]["video_id"] == video_id and hits[0]["score"] == pytest.approx(1.0, abs=1e-5), hits
+    with pytest.raises(SystemExit):
+        main(["search", "--clip", source, "--store", str(root / "store"), "--views", "4"])
+    assert "--views: invalid choice: 4 (choose from 1, 9)" in capsys.readouterr().err
 
 
 def test_cli_clip_in_the_web_library_moments(web_library, capsys):

@@ -49,6 +49,8 @@ def test_both_runtimes_encode_an_image_as_the_mean_of_its_shifted_one_frame_view
                                               patch=12)[:, None], np.ones((9, 1), bool)).mean(axis=0)
     np.testing.assert_allclose(default, mean / np.linalg.norm(mean), atol=1e-6)
     assert float(default @ a) < 1.0 - 1e-6, "the JPEG quality of the settings was not used"
+    single = encode_image(exported, pixels, frames, views=1)  # the keyframe as it is: the unshifted view alone
+    np.testing.assert_allclose(single, one_frame[4] / np.linalg.norm(one_frame[4]), atol=1e-6)
 
 
 def test_image_views_are_the_square_shifted_by_a_third_of_a_patch_with_the_border_repeated():

@@ -15,10 +15,10 @@ def library_clip(web_library, video_id) -> bytes:
     return open(open_cache(web_library.cache).entry(video_id).source, "rb").read()
 
 
-def expected_scores(library, data):
+def expected_scores(library, data, views=9):
     """Each stored row's cosine with the clip's vector, computed here independently of the views."""
     config = query_frame_config(library.model, library.store.info["frames"])
-    vector = encode_clip(library.model, decode_clip(data, config).frames)
+    vector = encode_clip(library.model, decode_clip(data, config).frames, views=views)
     rows = stored_vectors(library.store, "video_feature", np.arange(len(library.store)))
     return rows / np.linalg.norm(rows, axis=1, keepdims=True) @ (vector / np.linalg.norm(vector))
 
@@ -35,6 +35,33 @@ def test_api_searches_by_a_clip(client, site, web_library, some_video):
     timings = body["timings_ms"]
     assert timings["decode"] > 0 and timings["encode"] > 0
     assert timings["total"] >= timings["decode"] + timings["encode"] + timings["vector"] - 0.01, timings
+
+
+def test_the_site_sees_examples_in_the_number_of_views_its_settings_say(client, site, web_library, some_video,
+                                                                         settings):
+    data = library_clip(web_library, some_video)
+    nine, one = expected_scores(site, data).max(), expected_scores(site, data, views=1).max()
+    assert abs(nine - one) > 1e-4, (nine, one)  # the two differ, so the check below tells them apart
+    settings.VIDSEARCH_EXAMPLE_VIEWS = 1
+    response = client.post("/api/search/clip", {"clip": SimpleUploadedFile("mine.mp4", data, "video/mp4"), "k": "3"})
+    assert response.status_code == 200, response.content
+    assert response.json()["hits"][0]["score"] == pytest.approx(float(one), abs=1e-5)
+
+
+def test_example_views_must_be_1_or_9(monkeypatch):
+    import importlib
+
+    from django.core.exceptions import ImproperlyConfigured
+
+    import vidsearch.web.settings.base as base
+
+    monkeypatch.setenv("VIDSEARCH_EXAMPLE_VIEWS", "4")
+    with pytest.raises(ImproperlyConfigured, match="VIDSEARCH_EXAMPLE_VIEWS must be 1 or 9, not '4'"):
+        importlib.reload(base)
+    monkeypatch.setenv("VIDSEARCH_EXAMPLE_VIEWS", "1")
+    assert importlib.reload(base).VIDSEARCH_EXAMPLE_VIEWS == 1
+    monkeypatch.delenv("VIDSEARCH_EXAMPLE_VIEWS")
+    assert importlib.reload(base).VIDSEARCH_EXAMPLE_VIEWS == 9
 
 
 def test_api_clip_with_filters(client, site, web_library, some_video):

@@ -81,7 +81,8 @@ def search_image(*, data: bytes, name: str, k: int, threshold: float | None = No
     library = get_library()
     options = SearchOptions(k=k, threshold=threshold, category=category, min_confidence=min_confidence)
     frames = query_frame_config(library.model, library.store.info.get("frames"))
-    return library.search_example(encode_image(library.model, image, frames), options, query=f"image {name}")
+    vector = encode_image(library.model, image, frames, views=settings.VIDSEARCH_EXAMPLE_VIEWS)
+    return library.search_example(vector, options, query=f"image {name}")
 
 
 def search_clip(*, file: IO[bytes], name: str, k: int, threshold: float | None = None, category: str | None = None,
@@ -101,7 +102,7 @@ def search_clip(*, file: IO[bytes], name: str, k: int, threshold: float | None =
             raise ClipsBusy("the server is decoding as many clips as it may at once: try again in a moment")
         clip = decode_clip(file, config, limits=limits)
     decoded = time.perf_counter()
-    vector = encode_clip(library.model, clip.frames)
+    vector = encode_clip(library.model, clip.frames, views=settings.VIDSEARCH_EXAMPLE_VIEWS)
     encoded = time.perf_counter()
     options = SearchOptions(k=k, threshold=threshold, category=category, min_confidence=min_confidence)
     result = library.search_example(vector, options, query=f"clip {name}")

@@ -6,7 +6,8 @@ another file. Uploaded videos go to `uploads/` inside the store unless VIDSEARCH
 VIDSEARCH_UPLOADS_PER_USER (default 2) is how many unfinished uploads one user may have. A video clip searched by
 example may have VIDSEARCH_MAX_CLIP_BYTES (default 50 MiB) and VIDSEARCH_MAX_CLIP_SECONDS (default 120); its
 decoding child process is killed after VIDSEARCH_CLIP_DECODE_SECONDS (default 60); VIDSEARCH_CLIP_DECODES (default 2)
-clips are decoded at once.
+clips are decoded at once. VIDSEARCH_EXAMPLE_VIEWS (9 or 1, default 9) is how many shifted views an example image or
+clip is encoded in (`vidsearch.store.indexer.encode_image`, `encode_clip`: 9 passes of the tower, or 1).
 """
 
 from __future__ import annotations
@@ -36,6 +37,18 @@ VIDSEARCH_MAX_CLIP_BYTES = int(os.environ.get("VIDSEARCH_MAX_CLIP_BYTES") or 50 
 VIDSEARCH_MAX_CLIP_SECONDS = float(os.environ.get("VIDSEARCH_MAX_CLIP_SECONDS") or 120.0)
 VIDSEARCH_CLIP_DECODE_SECONDS = float(os.environ.get("VIDSEARCH_CLIP_DECODE_SECONDS") or 60.0)
 VIDSEARCH_CLIP_DECODES = int(os.environ.get("VIDSEARCH_CLIP_DECODES") or 2)  # more at once: 429
+
+
+def _example_views() -> int:
+    value = os.environ.get("VIDSEARCH_EXAMPLE_VIEWS") or "9"
+    if value.strip() not in ("1", "9"):
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured(f"VIDSEARCH_EXAMPLE_VIEWS must be 1 or 9, not {value!r}")
+    return int(value)
+
+
+VIDSEARCH_EXAMPLE_VIEWS = _example_views()  # an example image or clip: 9 shifted views (9 tower passes) or 1
 VIDSEARCH_MAX_K = 100
 VIDSEARCH_DEFAULT_K = 20
 VIDSEARCH_REFRESH_SECONDS = 1.0  # how often a request checks the store for a newly published version
