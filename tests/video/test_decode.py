@@ -109,6 +109,32 @@ def test_rotation_falls_back_to_decoding_when_the_matrix_cannot_be_read(videos, 
     assert (info.width, info.height, info.rotation) == (48, 64, 270)
 
 
+class _Described:
+    """A container whose FFmpeg description is given text."""
+
+    def __init__(self, text: str):
+        self.text = text
+
+    def dumps_format(self) -> str:
+        return self.text
+
+
+@pytest.mark.parametrize("side_data, expected", [
+    ("      displaymatrix: rotation of -90.00 degrees", 270),  # FFmpeg 7's words (clockwise: 270 counter-)
+    ("      Display Matrix: rotation of 180.00 degrees", 180),  # older FFmpeg's
+    ("      display matrix: turned by -90 degrees", None),      # words it does not know: decode the first frame
+    ("      spherical: equirectangular", 0),                    # other side data: upright
+])
+def test_the_display_matrix_is_read_from_the_streams_description_or_left_to_decoding(side_data, expected):
+    text = ("Input #0, mov,mp4,m4a,3gp,3g2,mj2, from 'x.mp4':\n"
+            "  Stream #0:0[0x1](und): Audio: aac, 8000 Hz, mono\n"
+            "      Side data:\n      displaymatrix: rotation of 90.00 degrees\n"
+            "  Stream #0:1[0x2](und): Video: h264, yuv420p, 64x48\n"
+            f"      Side data:\n{side_data}\n")
+    assert decode._display_rotation(_Described(text), 1) == expected
+    assert decode._display_rotation(_Described(text), 0) == 90  # the audio stream's own line, not the video's
+
+
 @pytest.mark.parametrize("level, skip_repeated", [(None, True), (av.logging.WARNING, False)])
 def test_reading_the_rotation_leaves_pyav_logging_as_it_was(videos, level, skip_repeated):
     before = av.logging.get_level(), av.logging.get_skip_repeated()

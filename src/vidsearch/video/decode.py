@@ -203,7 +203,9 @@ def _display_rotation(container: av.container.InputContainer, index: int) -> int
     PyAV has no getter for a stream's side data, but FFmpeg's own description of the file lists it under the stream
     ("Display Matrix: rotation of -90.00 degrees"); PyAV hands that text over only while its log is on. Metadata
     values never start a line with those words (FFmpeg indents their continuation lines to the colon); a crafted
-    key with a line break could, which turns only that file's own keyframes."""
+    key with a line break could, which turns only that file's own keyframes. A line under the stream that names a
+    matrix in other words (another FFmpeg's wording) gives None, so the caller decodes the first frame instead of
+    taking the video for upright."""
     level, repeated = av.logging.get_level(), av.logging.get_skip_repeated()
     av.logging.set_level(av.logging.INFO)
     av.logging.set_skip_repeated(False)  # identical consecutive pieces of the text must all come through
@@ -222,6 +224,8 @@ def _display_rotation(container: av.container.InputContainer, index: int) -> int
             break
         if match := _DISPLAY_MATRIX.match(line):
             return _quarter_turns(float(match[1]))
+        if "matrix" in line.lower():  # a display matrix in words this FFmpeg did not use: decode the first frame
+            return None
     return 0
 
 
