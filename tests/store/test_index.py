@@ -35,6 +35,18 @@ def test_unnormalised_vectors_are_normalised(helpers):
     np.testing.assert_allclose(scores, [[1.0]], rtol=1e-6)
 
 
+def test_rows_a_little_off_unit_length_are_normalised_and_unit_rows_are_not_copied(helpers):
+    """A row 0.05% short used to pass for unit length (tolerance 1e-3) and score 0.05% low, losing a near tie."""
+    vectors = helpers.unit_rows(4)
+    short = vectors.copy()
+    short[1] *= 0.9995
+    assert ix.l2_normalised(vectors) is vectors  # normalised rows: no copy
+    fixed = ix.l2_normalised(short)
+    np.testing.assert_allclose(np.linalg.norm(fixed, axis=1), 1.0, rtol=0, atol=1e-6)
+    scores, ids = ix.ExactIndex(np.stack([vectors[1], short[1]])).search(vectors[1:2], 2)
+    assert ids[0].tolist() == [0, 1] and scores[0, 0] == pytest.approx(scores[0, 1], abs=1e-6), scores
+
+
 def recall_at(approx_ids, exact_ids):
     return np.mean([len(set(a) & set(e)) / len(e) for a, e in zip(approx_ids, exact_ids)])
 

@@ -260,7 +260,7 @@ class _SegmentData:
         with self._lock:
             if array not in self._inverse_norms:
                 norms = np.linalg.norm(self.arrays[array], axis=1)
-                unit = bool(np.allclose(norms, 1.0, atol=1e-3))
+                unit = bool(np.allclose(norms, 1.0, rtol=0.0, atol=vector_index.UNIT_TOLERANCE))
                 self._inverse_norms[array] = None if unit else (1.0 / np.maximum(norms, 1e-12)).astype(np.float32)
             return self._inverse_norms[array]
 
