@@ -11,6 +11,7 @@ import errno
 import logging
 import math
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -583,12 +584,16 @@ def _search_run(args: argparse.Namespace) -> int:
             from vidsearch.video.clips import query_frame_config
 
             encoder = getattr(searcher.encoder, "model", searcher.encoder)
+            started = time.perf_counter()
             vector = encode_image(encoder, image, query_frame_config(encoder, searcher.store.info.get("frames")),
                                   views=args.views)
+            encode_ms = (time.perf_counter() - started) * 1e3
             result = searcher.search_example(vector, options, query=f"image {Path(args.image).name}")
+            result.count_stages(encode=encode_ms)
         elif clip is not None:
-            vector = _encode_clip_arg(args.clip, clip, searcher, views=args.views)
+            vector, stages = _encode_clip_arg(args.clip, clip, searcher, views=args.views)
             result = searcher.search_example(vector, options, query=f"clip {Path(args.clip).name}")
+            result.count_stages(**stages)
         else:
             result = searcher.search(args.query, options)
     except (StoreError, ExportedModelError, ValueError) as error:
@@ -623,16 +628,20 @@ def _read_clip_arg(path: str) -> bytes:
 
 
 def _encode_clip_arg(path: str, data: bytes, searcher, *, views: int):
-    """The clip's vector: its keyframes sampled as the store's library's were, decoded in a child process."""
+    """The clip's vector (its keyframes sampled as the store's library's were, decoded in a child process) and the
+    milliseconds its decode and encode took."""
     from vidsearch.store.indexer import encode_clip
     from vidsearch.video.clips import ClipRejected, decode_clip, query_frame_config
 
     model = getattr(searcher.encoder, "model", searcher.encoder)
+    started = time.perf_counter()
     try:
         clip = decode_clip(data, query_frame_config(model, searcher.store.info.get("frames")))
     except ClipRejected as error:
         raise UserError(f"--clip {path}: {error}") from None
-    return encode_clip(model, clip.frames, views=views)
+    decoded = time.perf_counter()
+    vector = encode_clip(model, clip.frames, views=views)
+    return vector, {"decode": (decoded - started) * 1e3, "encode": (time.perf_counter() - decoded) * 1e3}
 
 
 def _exported_model_arg(value: str | None) -> str | None:

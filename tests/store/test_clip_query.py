@@ -72,6 +72,9 @@ def test_cli_search_by_clip_finds_the_video_itself_first(whole_videos, capsys):
     footage = {video_id, video_id[:-1] + ("b" if video_id.endswith("a") else "a")}
     assert {hit["video_id"] for hit in result["hits"][:2]} == footage, result["hits"]
     assert result["hits"][0]["score"] > 0.9, result["hits"][0]
+    timings = result["timings_ms"]  # the clip's decode and encode are counted, as the site counts them
+    assert timings["decode"] > 0 and timings["encode"] > 0, timings
+    assert timings["total"] >= timings["decode"] + timings["encode"] + timings["vector"] - 0.01, timings
     assert main(["search", "--clip", source, "--store", str(root / "store"), "-k", "2"]) == 0
     assert capsys.readouterr().out.startswith(f"2 videos for 'clip {video_id}.mp4'")
     # Seen as it is, the clip is the video's own row: itself first, at cosine 1.

@@ -89,6 +89,8 @@ def test_cli_search_by_image(web_library, still, capsys):
     assert result["query"] == "image disc.png" and len(result["hits"]) == 3 and result["mode"] == "vector"
     scores = [hit["score"] for hit in result["hits"]]
     assert scores == sorted(scores, reverse=True) and "confident" in result
+    timings = result["timings_ms"]  # the image's encoding is counted
+    assert timings["encode"] > 0 and timings["total"] >= timings["encode"] + timings["vector"] - 0.01, timings
     assert main(["search", "--image", str(path), "--store", str(web_library.store), "-k", "2"]) == 0
     assert capsys.readouterr().out.startswith("2 videos for 'image disc.png'")
 

@@ -42,6 +42,8 @@ def test_api_searches_by_an_image(client, site, web_library, some_video):
     assert body["query"] == "image still.jpg" and body["mode"] == "vector" and len(body["hits"]) == 3
     assert body["hits"][0]["score"] == pytest.approx(expected_top_score(site, data), abs=1e-5)
     assert {"confidence", "confidence_label"} <= set(body["hits"][0]) and isinstance(body["confident"], bool)
+    timings = body["timings_ms"]  # the image's encoding is counted
+    assert timings["encode"] > 0 and timings["total"] >= timings["encode"] + timings["vector"] - 0.01, timings
 
 
 def test_api_image_in_another_format_and_filters(client, site, web_library, some_video):

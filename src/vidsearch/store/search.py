@@ -136,6 +136,14 @@ class SearchResult:
         scored = [hit for hit in self.hits if hit.score is not None and hit.confidence is not None]
         return bool(scored) and max(scored, key=lambda hit: hit.score).confidence >= CONFIDENT
 
+    def count_stages(self, **milliseconds: float) -> SearchResult:
+        """Add what ran before the search (an example's `decode`, `encode`, in ms) to `timings_ms` and its total."""
+        for name, ms in milliseconds.items():
+            self.timings_ms[name] = round(ms, 3)
+        self.timings_ms["total"] = round(self.timings_ms.get("total", 0.0)
+                                         + sum(self.timings_ms[name] for name in milliseconds), 3)
+        return self
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready values (hits with their `confidence_label`, and `confident`)."""
         result = dataclasses.asdict(self)

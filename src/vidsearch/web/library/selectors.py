@@ -81,8 +81,10 @@ def search_image(*, data: bytes, name: str, k: int, threshold: float | None = No
     library = get_library()
     options = SearchOptions(k=k, threshold=threshold, category=category, min_confidence=min_confidence)
     frames = query_frame_config(library.model, library.store.info.get("frames"))
+    started = time.perf_counter()
     vector = encode_image(library.model, image, frames, views=settings.VIDSEARCH_EXAMPLE_VIEWS)
-    return library.search_example(vector, options, query=f"image {name}")
+    encode_ms = (time.perf_counter() - started) * 1e3
+    return library.search_example(vector, options, query=f"image {name}").count_stages(encode=encode_ms)
 
 
 def search_clip(*, file: IO[bytes], name: str, k: int, threshold: float | None = None, category: str | None = None,
@@ -106,10 +108,7 @@ def search_clip(*, file: IO[bytes], name: str, k: int, threshold: float | None =
     encoded = time.perf_counter()
     options = SearchOptions(k=k, threshold=threshold, category=category, min_confidence=min_confidence)
     result = library.search_example(vector, options, query=f"clip {name}")
-    timings = result.timings_ms
-    timings.update(decode=round((decoded - started) * 1e3, 3), encode=round((encoded - decoded) * 1e3, 3))
-    timings["total"] = round(timings["total"] + timings["decode"] + timings["encode"], 3)
-    return result
+    return result.count_stages(decode=(decoded - started) * 1e3, encode=(encoded - decoded) * 1e3)
 
 
 def similar_moments(*, video_id: str, start: float | None, k: int, threshold: float | None = None,
