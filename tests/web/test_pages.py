@@ -99,6 +99,24 @@ def test_the_player_starts_at_the_moment_and_marks_it(client, site, some_video, 
     assert 'href="/?q=a+circle&amp;k=20"' in html  # back to the same results
 
 
+def test_the_player_takes_the_shape_of_the_video(client, site, some_video, web_library, monkeypatch):
+    """Its width and height (as displayed) size the player box: a wide video is not shown in a square."""
+    import dataclasses
+
+    from vidsearch.web.library import selectors, views
+
+    detail = selectors.video_detail(video_id=some_video)
+    html = client.get(reverse("player", args=[some_video])).content.decode()
+    assert f'width="{detail.width}" height="{detail.height}"' in html, html
+    wide = dataclasses.replace(detail, width=1920, height=1080)
+    monkeypatch.setattr(views.selectors, "video_detail", lambda video_id: wide)
+    html = client.get(reverse("player", args=[some_video])).content.decode()
+    assert 'width="1920" height="1080"' in html
+    monkeypatch.setattr(views.selectors, "video_detail", lambda video_id: dataclasses.replace(detail, width=None))
+    assert "width=" not in re.search(r"<video[^>]*>", client.get(reverse("player", args=[some_video]))
+                                     .content.decode()).group(0)
+
+
 @pytest.mark.parametrize("text", ["1", None])
 def test_the_player_shows_category_and_all_captions_with_or_without_text_match(client, site, some_video, web_library,
                                                                                text):
