@@ -148,6 +148,42 @@ def test_a_failed_ingestion_shows_its_reason_and_drops_the_file(client, uploader
     assert "Failed:" in page and job.error in page
 
 
+def _cache_state(library):
+    from vidsearch.video.cache import FRAMES_DIR, open_cache
+
+    cache = open_cache(library.cache_dir)
+    folders = sorted(p.name for p in (library.cache_dir / FRAMES_DIR).iterdir())
+    return sorted(cache.entries), folders
+
+
+@pytest.mark.parametrize("stage", ["keyframes", "indexing"])
+def test_a_failed_upload_leaves_nothing_in_the_keyframe_cache(uploader, uploads, mp4, writable, monkeypatch, stage):
+    """Keyframes taken, then indexing fails (or the file is not a video at all): the cache holds neither a row nor
+    a frame folder of it afterwards, as before the upload."""
+    library = engine.get_library()
+    before = _cache_state(library)
+    stored = services.uploads_dir() / "upload-00ab.mp4"
+    stored.write_bytes(mp4 if stage == "indexing" else b"garbage that passed no check")
+    job = UploadJob.objects.create(owner=uploader, file_name=stored.name, size=stored.stat().st_size,
+                                   status="keyframes")
+    taken = []
+
+    def in_process(fn, task):
+        if fn.__name__ == "index_into":
+            raise RuntimeError("indexing broke")
+        result = fn(task)
+        taken.append(result)
+        return result
+
+    monkeypatch.setattr(services, "_in_child", in_process)
+    services.run_upload_job(job_id=job.id)
+    job.refresh_from_db()
+    assert job.status == "failed" and not stored.exists(), (job.status, job.error)
+    if stage == "indexing":
+        assert job.error == "indexing broke" and "video_id" in taken[0]  # its keyframes had been taken
+    assert _cache_state(library) == before
+
+
 def test_another_users_upload_is_404(client, uploader, db):
     other = User.objects.create_user("other", password="a long password")
     job = UploadJob.objects.create(owner=other, file_name="upload-1.mp4", size=1)

@@ -240,6 +240,19 @@ class CacheDatabase:
             db.executemany("UPDATE videos SET duplicate_of = ? WHERE id = ?",
                            [(original, video_id) for video_id, original in duplicates.items()])
 
+    def id_of(self, source: str | Path) -> str | None:
+        """The cache id given to `source` (as it was named when extracted), or None."""
+        with self.connection() as db:
+            row = db.execute("SELECT id FROM ids WHERE source = ?", (str(source),)).fetchone()
+        return row[0] if row else None
+
+    def delete(self, video_id: str) -> bool:
+        """Forget one video's row and its id (call while holding the cache's lock); True if it had a row."""
+        with self.connection() as db, _transaction(db):
+            gone = db.execute("DELETE FROM videos WHERE id = ?", (video_id,)).rowcount
+            db.execute("DELETE FROM ids WHERE id = ?", (video_id,))
+        return bool(gone)
+
     def put(self, entry: dict[str, Any]) -> None:
         """Insert or replace one video's row (call while holding the cache's lock, with its frames in place)."""
         with self.connection() as db, _transaction(db):
@@ -757,6 +770,22 @@ def store_entry(root: Path, database: CacheDatabase, entry: dict[str, Any],
             shutil.rmtree(root / FRAMES_DIR / entry["id"], ignore_errors=True)
         database.put(entry)
     return entry
+
+
+def remove_video(root: str | Path, *, source: str | Path) -> str | None:
+    """Forget the video extracted from `source` (an upload that failed after its keyframes were taken): its row, its
+    id and its frames, under the cache's lock. Returns its id, or None when the cache has none for that file."""
+    root = Path(root)
+    database = CacheDatabase(root / DATABASE)
+    with cache_lock(root):
+        video_id = database.id_of(source) or database.id_of(Path(source).resolve())
+        if video_id is None:
+            return None
+        if not video_id or "/" in video_id or video_id.startswith("."):
+            raise ValueError(f"not a cache id: {video_id!r}")
+        database.delete(video_id)
+        shutil.rmtree(root / FRAMES_DIR / video_id, ignore_errors=True)
+    return video_id
 
 
 # --- one video, in a worker process -----------------------------------------------------------------------------

@@ -145,7 +145,7 @@ def _save_upload(upload: UploadedFile, path: Path) -> None:
 
 def run_upload_job(*, job_id: str) -> None:
     """The background steps of one upload, from where it stands (each step can be run again after an interruption):
-    check, keyframes, rows, captions. Any failure ends the job with its reason and removes its file."""
+    check, keyframes, rows, captions. Any failure ends the job with its reason and removes its file and its keyframes."""
     job = UploadJob.objects.get(id=job_id)
     job.attempts += 1
     job.save(update_fields=["attempts", "updated"])
@@ -276,10 +276,25 @@ def _set_status(job: UploadJob, status: str, *, error: str = "", video_id: str |
 
 
 def _fail(job: UploadJob, reason: str) -> None:
+    """End the job with `reason`, removing its file and, unless its video made it into the store, whatever the
+    keyframe cache holds of it (frames of a video nobody can search are only disk used)."""
     path = _stored_file(job)
     if path is not None:
+        _forget_keyframes(job, path)
         path.unlink()
     _set_status(job, UploadJob.Status.FAILED, error=reason)
+
+
+def _forget_keyframes(job: UploadJob, path: Path) -> None:
+    from vidsearch.video.cache import remove_video
+
+    library = get_library()
+    if job.video_id and job.video_id in library.store.videos():
+        return
+    try:
+        remove_video(library.cache_dir, source=path)
+    except (OSError, ValueError) as error:  # the job fails all the same; the frames are only disk used
+        log.warning("upload %s: cannot remove its keyframes: %s", job.id, error)
 
 
 # --- after a stop --------------------------------------------------------------------------------------------------
