@@ -197,6 +197,28 @@ def test_ray_refuses_a_node_with_another_vidsearch_in_one_line(videos, ray_insta
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("field, value, message", [
+    ("sources", "0123456789abcdef", "runs other vidsearch {version} sources \\(\\w{{16}}, this machine 0123456789abcdef\\): "
+                                    "install the same vidsearch on every node"),
+    ("ffmpeg", "libavcodec 1.2.3", "decodes with libavcodec [\\d.]+, this machine with libavcodec 1\\.2\\.3: keyframes "
+                                   "could differ; install the same PyAV on every node"),
+])
+def test_ray_refuses_a_node_with_other_sources_or_another_ffmpeg(videos, ray_instance, tmp_path, monkeypatch, capsys,
+                                                                 field, value, message):
+    from vidsearch.ingest import raydata
+
+    real = raydata._sources_and_ffmpeg()
+    monkeypatch.setattr(raydata, "_sources_and_ffmpeg", lambda: {**real, field: value})  # the driver's; workers: real
+    code = cli(["ingest", str(videos), "--store", str(tmp_path / "store"), "--frames", str(tmp_path / "cache"),
+                *MODEL, "--ray", "auto"])
+    error = capsys.readouterr().err
+    node = ray_instance.get_runtime_context().get_node_id()[:12]
+    assert code == 2, error
+    assert re.fullmatch(rf"vidsearch ingest: error: node {node} \(\S+\) {message.format(version=re.escape(VERSION))}\n",
+                        error), error
+    assert list(tmp_path.iterdir()) == []
+
+
 def files_under(root: Path) -> dict[str, tuple[int, int, str]]:
     """Every file under `root`: relative path → (size, mtime in ns, sha256)."""
     return {str(path.relative_to(root)): (path.stat().st_size, path.stat().st_mtime_ns,

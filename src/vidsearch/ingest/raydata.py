@@ -22,9 +22,13 @@ is stored and published once.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
+from pathlib import Path
 from typing import Any, Iterator
 
+import av
 import numpy as np
 import ray
 import ray.data
@@ -161,9 +165,26 @@ def _unpack(packed: bytes, sizes: list[int]) -> list[bytes]:
 # --- one vidsearch on every node ---------------------------------------------------------------------------------
 
 
+def installation() -> dict[str, str]:
+    """What every node of one ingest must share: the vidsearch version, a hash of its Python sources (two editable
+    installs of one version can differ) and the FFmpeg PyAV decodes with (another one may give other keyframe
+    pixels)."""
+    return {"version": vidsearch.__version__, **_sources_and_ffmpeg()}
+
+
+@functools.cache
+def _sources_and_ffmpeg() -> dict[str, str]:
+    package = Path(vidsearch.__file__).parent
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    codec = av.library_versions.get("libavcodec", ())
+    return {"sources": digest.hexdigest()[:16], "ffmpeg": "libavcodec " + ".".join(map(str, codec))}
+
+
 @ray.remote(num_cpus=0)
-def _node_version() -> str:
-    return vidsearch.__version__
+def _node_installation() -> dict[str, str]:
+    return installation()
 
 
 def check_nodes(timeout_s: float = NODE_CHECK_TIMEOUT_S) -> None:
@@ -171,18 +192,24 @@ def check_nodes(timeout_s: float = NODE_CHECK_TIMEOUT_S) -> None:
     stages' rows mean the same everywhere; ClusterMismatch names a node that runs another or cannot import it.
     (The model is checked by each encoder actor: its fingerprint must be the driver's.)"""
     nodes = [node for node in ray.nodes() if node.get("Alive")]
-    asked = [(node, _node_version.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"],
-                                                                                            soft=False)).remote())
-             for node in nodes]
+    asked = [(node, _node_installation.options(
+        scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)).remote()) for node in nodes]
+    here = installation()
     for node, answer in asked:
         name = f"node {node['NodeID'][:12]} ({node.get('NodeManagerAddress', '?')})"
         try:
-            version = ray.get(answer, timeout=timeout_s)
+            there = ray.get(answer, timeout=timeout_s)
         except ray.exceptions.GetTimeoutError:
             raise ClusterMismatch(f"{name} did not say which vidsearch it runs within {timeout_s:g} s") from None
         except ray.exceptions.RayError as error:
             reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
             raise ClusterMismatch(f"{name} cannot run vidsearch: {reason}") from None
-        if version != vidsearch.__version__:
-            raise ClusterMismatch(f"{name} runs vidsearch {version}, this machine {vidsearch.__version__}: install the "
-                                  f"same version on every node")
+        if there["version"] != here["version"]:
+            raise ClusterMismatch(f"{name} runs vidsearch {there['version']}, this machine {here['version']}: install "
+                                  f"the same version on every node")
+        if there["sources"] != here["sources"]:
+            raise ClusterMismatch(f"{name} runs other vidsearch {here['version']} sources ({there['sources']}, this "
+                                  f"machine {here['sources']}): install the same vidsearch on every node")
+        if there["ffmpeg"] != here["ffmpeg"]:
+            raise ClusterMismatch(f"{name} decodes with {there['ffmpeg']}, this machine with {here['ffmpeg']}: "
+                                  f"keyframes could differ; install the same PyAV on every node")
