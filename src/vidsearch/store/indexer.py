@@ -495,8 +495,8 @@ def encode_clip(model: Model, frames: np.ndarray, *, views: int = 9) -> np.ndarr
     the 9 shifted views of an image query (`image_views`, the same shift for every frame of a view), the mean of the
     9 clip vectors, normalised. On the demo the views took fresh clips' top hit with the right colour, shape and
     direction from 92% to 97% (154 clips, docs/contracts.md): the shape is as small as in a still. They cost 9
-    passes of the tower (ViT-B/32, 12 frames, 2 CPU cores: 5.9 s instead of 0.57); `views=1` is the clip as it is,
-    exactly as its library row would be encoded."""
+    passes of the tower (ViT-B/32, 12 frames, 2 CPU cores: 5.5 s instead of 0.57; `bench views`); `views=1` is the
+    clip as it is, exactly as its library row would be encoded."""
     positions, mask = frame_positions(len(frames), model_frames(model), rng=None)
     size = frames.shape[1]  # the keyframes' own size: the tower's preprocessing scales them as it scales a row's
     patch, shifts = _patch_size(model) * size / int(model.image_size), _view_shifts(views)
