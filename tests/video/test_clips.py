@@ -233,3 +233,21 @@ def test_an_image_query_becomes_nearly_the_keyframe_a_video_of_that_picture_give
     config = FrameConfig(frames=1, size=48, jpeg_quality=75)
     np.testing.assert_array_equal(clips.still_as_stored(still, config),
                                   clips._as_stored(still_as_keyframe(still, 48), 75))
+
+
+def test_an_image_far_longer_than_wide_is_cut_to_its_middle_before_scaling():
+    """A 1 × 4 M pixel image (within the 40 M pixel limit) would be scaled to 224 × 896 M pixels before its centre crop;
+    it is cut to its middle at 4 : 1 first. Within 4 : 1 nothing is cut, so nothing changes."""
+    from vidsearch.runtime.exported import resize_crop
+    from vidsearch.video.decode import MAX_ASPECT, central, still_as_keyframe
+
+    wide = np.zeros((1, 4_000_000, 3), np.uint8)
+    wide[0, 2_000_000 - 2:2_000_000 + 2] = 255  # the middle 4 pixels: the crop's whole width
+    middle = central(wide)
+    assert middle.shape == (1, MAX_ASPECT, 3) and middle.min() == 255
+    tall = np.zeros((4_000_001, 2, 3), np.uint8)
+    assert central(tall).shape == (8, 2, 3)
+    assert still_as_keyframe(wide, 224).shape == resize_crop(wide, 224).shape == (224, 224, 3)
+    for shape in [(48, 192, 3), (192, 48, 3), (61, 97, 3)]:
+        image = np.zeros(shape, np.uint8)
+        assert central(image) is image

@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> None:
                 seconds = median(time_calls(lambda: call(views), repeat=repeat))
                 medians[f"{kind}/{views}"] = seconds
                 emit({"bench": "views", "model": name, "example": kind, "views": views, "frames": args.frames,
-                      "median_s": round(seconds, 4), "threads": torch.get_num_threads()})
+                      "median_s": round(seconds, 6), "threads": torch.get_num_threads()})
     log(f"views: a clip {medians['clip/1']:.3f} s seen once, {medians['clip/9']:.3f} s in 9 views")
     summary("views", medians["clip/9"] / medians["clip/1"], model=name, frames=args.frames,
-            median_s={key: round(value, 4) for key, value in medians.items()})
+            median_s={key: round(value, 6) for key, value in medians.items()})

@@ -126,7 +126,11 @@ class ExportedModel:
 
 
 def resize_crop(image: np.ndarray, size: int) -> np.ndarray:
-    """torchvision's resize (short side to `size`, bicubic, antialiased) then centre crop, through Pillow."""
+    """torchvision's resize (short side to `size`, bicubic, antialiased) then centre crop, through Pillow; an image
+    longer than 4 : 1 is first cut to its middle at 4 : 1 (`vidsearch.video.decode.central`)."""
+    from vidsearch.video.decode import central
+
+    image = central(image)
     height, width = image.shape[:2]
     short, long = min(height, width), max(height, width)
     resized_long = int(size * long / short)

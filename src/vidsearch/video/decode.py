@@ -370,12 +370,31 @@ def _decoding_failed(context, error: av.FFmpegError, limits: DecodeLimits) -> Vi
     return VideoError("decode_error", _ffmpeg_message(error))
 
 
+MAX_ASPECT = 4  # an image longer than this many times its short side is first cut to its middle at this aspect
+
+
+def central(image: np.ndarray) -> np.ndarray:
+    """The image, or its middle part at MAX_ASPECT : 1 when it is longer than that. Scaling a 1 × 40 M pixel image's
+    short side to 224 would ask for a 9 G pixel image; the centre crop that follows keeps only its middle anyway
+    (the filter's few pixels past the crop aside), so the output is the same for any image within 4 : 1."""
+    height, width = image.shape[:2]
+    short = max(1, min(height, width))
+    keep = short * MAX_ASPECT
+    if width > keep:
+        left = (width - keep) // 2
+        return image[:, left:left + keep]
+    if height > keep:
+        top = (height - keep) // 2
+        return image[top:top + keep]
+    return image
+
+
 def still_as_keyframe(image: np.ndarray, size: int) -> np.ndarray:
     """An RGB still uint8 [H, W, 3] as this module makes a keyframe of a video frame: in YUV 4:2:0 (as nearly every
     video is coded: colour at half resolution), short side to `size` by swscale's bicubic, centre-cropped."""
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"expected uint8 RGB pixels [H, W, 3], got {image.dtype} {image.shape}")
-    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24").reformat(format="yuv420p")
+    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(central(image)), format="rgb24").reformat(format="yuv420p")
     return np.ascontiguousarray(_square(frame, size=size, rotation=0, scaler=VideoReformatter()))
 
 
