@@ -4,6 +4,7 @@
     torchrun --nproc-per-node 2 ddp_loss_worker.py OUT   two gloo ranks, half the batch each
 """
 
+import gc
 import sys
 
 import torch
@@ -41,6 +42,10 @@ def main(out: str) -> None:
     if rank == 0:
         result = {f"grad.{name}": p.grad.detach().clone() for name, p in towers.named_parameters()}
         save_file({"loss": loss.detach().reshape(1), **result}, out)
+    # The DDP wrapper (its reducer holds the process group) goes before the group does, as it does in training
+    # (`train` returns first): destroying the group under a live wrapper sometimes aborted a rank in gloo's teardown.
+    del model, text, video, loss
+    gc.collect()
     # Every rank waits for rank 0's file before tearing down: a rank leaving while another still works aborted.
     shutdown_distributed()
 
