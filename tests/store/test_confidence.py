@@ -34,9 +34,20 @@ def searcher(tmp_path):
     return Searcher(Store.open(tmp_path), FunctionEncoder(lambda texts: np.stack([text_vector(t) for t in texts]), "m"))
 
 
-def expected_confidence(query: str, row: int) -> float:
-    null = np.stack([text_vector(caption) for caption in NULL_CAPTIONS])[:, row]
-    return float(confidence_of((text_vector(query)[row] - null.mean()) / null.std()))
+def expected_confidence(query: str, row: int, best: int | None = None) -> float:
+    """The null's confidence of `row`, times its closeness to the best row `best` (docs/contracts.md), in numpy."""
+    null = np.stack([text_vector(caption) for caption in NULL_CAPTIONS])
+    score = text_vector(query)
+    confidence = float(confidence_of((score[row] - null[:, row].mean()) / null[:, row].std()))
+    if best is None:
+        return confidence
+    reach = score[best] - null[:, best].mean()
+    shortfall = (score[best] - score[row]) / reach
+
+    def logistic(x):
+        return 1.0 / (1.0 + np.exp((x - 0.12) / 0.01))
+
+    return confidence * logistic(shortfall) / logistic(0.0)
 
 
 def test_confidence_is_the_z_score_over_the_rows_null(searcher):
@@ -46,7 +57,26 @@ def test_confidence_is_the_z_score_over_the_rows_null(searcher):
     assert top.confidence == pytest.approx(expected_confidence("row 2", 2), abs=1e-6)
     assert top.confidence > 0.99 and top.confidence_label == "high" and result.confident
     for hit in result.hits:
-        assert hit.moments[0].confidence == pytest.approx(expected_confidence("row 2", int(hit.video_id)), abs=1e-6)
+        expected = expected_confidence("row 2", int(hit.video_id), best=2)
+        assert hit.moments[0].confidence == pytest.approx(expected, abs=1e-6)
+
+
+def test_a_hit_far_below_a_good_best_is_not_called_a_good_match(tmp_path):
+    """"near 3" is a blend of rows 3 (0.8) and 4 (0.6). Row 4 stands far above its own null (searched without row 3,
+    it is a high-confidence best), but it is 0.2 below the best, a quarter of the best's reach: next to row 3 its
+    confidence is cut to near 0, while row 3 keeps the null's."""
+    blend = np.zeros(DIM, dtype=np.float32)
+    blend[3], blend[4] = 0.8, 0.6
+    st.write(tmp_path, {"video_feature": np.eye(DIM, dtype=np.float32)[:ROWS]}, fingerprint="m")
+    searcher = Searcher(Store.open(tmp_path), FunctionEncoder(
+        lambda texts: np.stack([blend if t == "near 3" else text_vector(t) for t in texts]), "m"))
+    result = searcher.search("near 3", SearchOptions(k=2))
+    by_id = {hit.video_id: hit for hit in result.hits}
+    assert [hit.video_id for hit in result.hits] == ["3", "4"]
+    alone = searcher.search("near 3", SearchOptions(k=2, exclude_video="3"))
+    assert alone.hits[0].video_id == "4" and alone.hits[0].confidence_label == "high", alone.hits[0]
+    assert by_id["4"].confidence < 0.01 and by_id["4"].confidence_label == "low", by_id["4"]
+    assert by_id["3"].confidence_label == "high" and by_id["3"].confidence > 0.99, by_id["3"]
 
 
 def test_a_query_for_nothing_held_is_not_confident_but_still_shows_the_nearest(searcher):

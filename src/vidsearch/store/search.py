@@ -11,8 +11,9 @@ A query can also be an example: a vector of the video space (an image encoded as
 
 Every moment carries a confidence in [0, 1]: how far its cosine stands above what the same row scores against a null
 bank — generic captions (`NULL_CAPTIONS`, encoded once per Searcher) for a text query, the stored vectors of rows
-spread over the store for an example — as a z-score through a logistic (`confidence_of`; contract in
-docs/contracts.md, "Search").
+spread over the store for an example — as a z-score through a logistic (`confidence_of`), times its closeness to
+the best moment the search returned (`closeness`: a partial match far below a good best is not a good match);
+contract in docs/contracts.md, "Search".
 """
 
 from __future__ import annotations
@@ -158,6 +159,42 @@ def confidence_of(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(np.clip(NULL_Z_MIDPOINT - np.asarray(z, dtype=np.float64), -60.0, 60.0)))
 
 
+CLOSE_SHORTFALL = 0.12  # a hit's shortfall from the best, as a share of the best's reach, where closeness is 0.5
+CLOSE_WIDTH = 0.01  # how fast closeness falls around it (fitted on the demo, docs/contracts.md)
+
+
+@dataclass(frozen=True)
+class Best:
+    """The best row a search returned (after its filters): its cosine and its reach, how far that stands above the
+    row's own null mean."""
+
+    score: float
+    reach: float
+
+    @classmethod
+    def of(cls, scores: np.ndarray, null_means: np.ndarray) -> Best | None:
+        if len(scores) == 0:
+            return None
+        top = int(np.argmax(scores))
+        return cls(float(scores[top]), float(scores[top] - null_means[top]))
+
+
+def closeness(scores: np.ndarray, best: Best | None) -> np.ndarray:
+    """How near each cosine is to the best hit's, in [0, 1]: 1 for the best itself, a logistic in the shortfall
+    (best − cosine) / reach that is 0.5 at CLOSE_SHORTFALL. A confidence is the null's times this, so a hit far
+    below a good best is not called a good match too. 1 everywhere when there is no best or it does not stand
+    above its null (reach ≤ 0: nothing is confident then anyway)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if best is None or best.reach <= 0:
+        return np.ones_like(scores)
+    shortfall = np.maximum(best.score - scores, 0.0) / best.reach
+
+    def logistic(x):
+        return 1.0 / (1.0 + np.exp(np.clip((x - CLOSE_SHORTFALL) / CLOSE_WIDTH, -60.0, 60.0)))
+
+    return logistic(shortfall) / logistic(0.0)
+
+
 def confidence_label(confidence: float) -> ConfidenceLabel:
     return "high" if confidence >= HIGH_CONFIDENCE else "medium" if confidence >= CONFIDENT else "low"
 
@@ -223,10 +260,10 @@ class Searcher:
             vector, cached = _timed(timings, "encode", lambda: self.encode(query))
             index = index_for(self.store, self.array, options.index)
             null = self._caption_bank()
-            hits = _timed(timings, "vector", lambda: self._vector_hits(index, vector, null, options))
+            hits, best = _timed(timings, "vector", lambda: self._vector_hits(index, vector, null, options))
             index_kind = index.kind
         if options.mode == "hybrid":
-            hits = self._hybrid(hits, text_matches, vector, null, options)
+            hits = self._hybrid(hits, text_matches, vector, null, options, best)
         timings["total"] = (time.perf_counter() - started) * 1e3
         return SearchResult(query, options.mode, hits, text_matches, self.store.version, index_kind, cached,
                             {name: round(ms, 3) for name, ms in timings.items()})
@@ -245,7 +282,7 @@ class Searcher:
         rows = np.unique(np.linspace(0, len(store) - 1, min(NULL_EXAMPLE_ROWS, len(store))).astype(np.int64))
         null = l2_normalised(stored_vectors(store, self.array, rows))
         timings: dict[str, float] = {}
-        hits = _timed(timings, "vector", lambda: self._vector_hits(index, vector, null, options))
+        hits, _ = _timed(timings, "vector", lambda: self._vector_hits(index, vector, null, options))
         timings["total"] = (time.perf_counter() - started) * 1e3
         return SearchResult(query, "vector", hits, [], store.version, index.kind, False,
                             {name: round(ms, 3) for name, ms in timings.items()})
@@ -284,11 +321,12 @@ class Searcher:
             self._null_bank = l2_normalised(np.asarray(self.encoder.encode(list(NULL_CAPTIONS)), dtype=np.float32))
         return self._null_bank
 
-    def confidences(self, scores: np.ndarray, rows: np.ndarray, null: np.ndarray) -> np.ndarray:
-        """Confidence of each (cosine, store row): the cosine's z-score over that row's cosines with the null bank
-        `null` [B, D]."""
+    def confidences(self, scores: np.ndarray, rows: np.ndarray, null: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Confidence of each (cosine, store row) against the null bank `null` [B, D] — the cosine's z-score over
+        that row's cosines with the bank, through `confidence_of` — and each row's null mean (for `reach`)."""
         null_scores = _exact_scores(self.store, self.array, rows, null)
-        return confidence_of((scores - null_scores.mean(axis=0)) / np.maximum(null_scores.std(axis=0), 1e-6))
+        mean = null_scores.mean(axis=0)
+        return confidence_of((scores - mean) / np.maximum(null_scores.std(axis=0), 1e-6)), mean
 
     def text_matches(self, query: str, options: SearchOptions) -> list[TextMatch]:
         """Videos with a caption containing the query (case-insensitive), most matching captions first."""
@@ -304,41 +342,45 @@ class Searcher:
         return matches[: options.k]
 
     def _vector_hits(self, index: Any, vector: np.ndarray, null: np.ndarray,
-                     options: SearchOptions) -> list[VideoHit]:
-        """Top rows grouped into videos; widens the candidate rows until k videos pass the filters."""
+                     options: SearchOptions) -> tuple[list[VideoHit], Best | None]:
+        """Top rows grouped into videos, and the best row among those the filters let through; widens the candidate
+        rows until k videos pass the filters."""
         total = len(index)
         candidates = min(total, max(10 * options.k, 100))
         while True:
             scores, rows = index.search(vector[None], candidates)
-            hits = self._group(scores[0], rows[0], null, options)
+            hits, best = self._group(scores[0], rows[0], null, options)
             below = options.threshold is not None and len(scores[0]) and scores[0][-1] < options.threshold
             if len(hits) >= options.k or candidates >= total or below:
-                return hits[: options.k]
+                return hits[: options.k], best
             candidates = min(total, 4 * candidates)
 
     def _group(self, scores: np.ndarray, rows: np.ndarray, null: np.ndarray,
-               options: SearchOptions) -> list[VideoHit]:
+               options: SearchOptions) -> tuple[list[VideoHit], Best | None]:
         videos = self.store.videos()
         keep = rows >= 0
         if options.threshold is not None:
             keep &= scores >= options.threshold
         scores, rows = scores[keep], rows[keep]
-        confidences = self.confidences(scores, rows, null)
-        if options.min_confidence is not None:
-            passing = confidences >= options.min_confidence
-            scores, rows, confidences = scores[passing], rows[passing], confidences[passing]
         table = self.store.rows.take(rows)
+        wanted = np.array([options.category in (None, videos[video_id].category) and video_id != options.exclude_video
+                           for video_id in table["video_id"]], dtype=bool)
+        scores, rows = scores[wanted], rows[wanted]
+        table = {name: [values[i] for i in np.flatnonzero(wanted)] for name, values in table.items()}
+        confidences, null_means = self.confidences(scores, rows, null)
+        best = Best.of(scores, null_means)
+        confidences = confidences * closeness(scores, best)
+        passing = np.ones(len(scores), bool) if options.min_confidence is None else confidences >= options.min_confidence
         moments: dict[str, list[Moment]] = {}
-        for score, confidence, video_id, start, end, thumbnail in zip(
-                scores.tolist(), confidences.tolist(), table["video_id"], table["start"], table["end"],
-                table["thumbnail"]):
-            if options.category in (None, videos[video_id].category) and video_id != options.exclude_video:
-                moments.setdefault(video_id, []).append(Moment(start, end, score, thumbnail, confidence))
+        for i in np.flatnonzero(passing):
+            video_id = table["video_id"][i]
+            moments.setdefault(video_id, []).append(Moment(table["start"][i], table["end"][i], float(scores[i]),
+                                                           table["thumbnail"][i], float(confidences[i])))
         return [_video_hit(video_id, videos[video_id].category, found, len(found), options)
-                for video_id, found in moments.items()]
+                for video_id, found in moments.items()], best
 
     def _hybrid(self, hits: list[VideoHit], matches: list[TextMatch], vector: np.ndarray, null: np.ndarray,
-                options: SearchOptions) -> list[VideoHit]:
+                options: SearchOptions, best: Best | None) -> list[VideoHit]:
         matched = {match.video_id for match in matches}
         for hit in hits:
             hit.text_match = hit.video_id in matched
@@ -348,17 +390,19 @@ class Searcher:
         by_id = {hit.video_id: hit for hit in hits}
         result = []
         for video_id, score in list(fused.items())[: options.k]:
-            hit = by_id.get(video_id) or self._caption_only_hit(video_id, vector, null, options)
+            hit = by_id.get(video_id) or self._caption_only_hit(video_id, vector, null, options, best)
             hit.fused_score = score
             result.append(hit)
         return result
 
     def _caption_only_hit(self, video_id: str, vector: np.ndarray, null: np.ndarray,
-                          options: SearchOptions) -> VideoHit:
-        """A hit for a video found only by its captions: its moments scored exactly, none counted as matched."""
+                          options: SearchOptions, best: Best | None) -> VideoHit:
+        """A hit for a video found only by its captions: its moments scored exactly, none counted as matched; their
+        closeness is to the vector hits' best (or to its own best moment when there were none)."""
         rows = self.store.rows_of(video_id)
         scores = _exact_scores(self.store, self.array, rows, vector)
-        confidences = self.confidences(scores, rows, null)
+        confidences, null_means = self.confidences(scores, rows, null)
+        confidences = confidences * closeness(scores, best or Best.of(scores, null_means))
         table = self.store.rows.take(rows)
         moments = [Moment(start, end, score, thumbnail, confidence) for score, confidence, start, end, thumbnail in
                    sorted(zip(scores.tolist(), confidences.tolist(), table["start"], table["end"],
