@@ -198,8 +198,8 @@ def test_ray_refuses_a_node_with_another_vidsearch_in_one_line(videos, ray_insta
 
 
 @pytest.mark.parametrize("field, value, message", [
-    ("sources", "0123456789abcdef", "runs other vidsearch {version} sources \\(\\w{{16}}, this machine 0123456789abcdef\\): "
-                                    "install the same vidsearch on every node"),
+    ("sources", "0123456789abcdef", "runs other vidsearch {version} sources \\(\\w{{16}}, this machine "
+                                    "0123456789abcdef\\): install the same vidsearch on every node"),
     ("ffmpeg", "libavcodec 1.2.3", "decodes with libavcodec [\\d.]+, this machine with libavcodec 1\\.2\\.3: keyframes "
                                    "could differ; install the same PyAV on every node"),
 ])

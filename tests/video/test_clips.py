@@ -236,8 +236,8 @@ def test_an_image_query_becomes_nearly_the_keyframe_a_video_of_that_picture_give
 
 
 def test_an_image_far_longer_than_wide_is_cut_to_its_middle_before_scaling():
-    """A 1 × 4 M pixel image (within the 40 M pixel limit) would be scaled to 224 × 896 M pixels before its centre crop;
-    it is cut to its middle at 4 : 1 first. Within 4 : 1 nothing is cut, so nothing changes."""
+    """A 1 × 4 M pixel image (within the 40 M pixel limit) would be scaled to 224 × 896 M pixels before its centre
+    crop; it is cut to its middle at 4 : 1 first. Within 4 : 1 nothing is cut, so nothing changes."""
     from vidsearch.runtime.exported import resize_crop
     from vidsearch.video.decode import MAX_ASPECT, central, still_as_keyframe
 

@@ -1,4 +1,4 @@
-"""The pages of seed §4.5: navigation bar, results with thumbnails and scores, text match, random query, player."""
+"""The pages of the thesis §4.5: navigation bar, results with thumbnails and scores, text match, random query, player."""
 
 import re
 from urllib.parse import parse_qs, urlsplit

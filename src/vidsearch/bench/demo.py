@@ -134,7 +134,8 @@ def _more_like_this(paths: DemoPaths, base: str) -> dict:
     shares = {}
     for record in records:
         hits = _get(f"{base}/api/videos/{record.video_id}/similar?k=5")["hits"]
-        shares[record.video_id] = sum(truth.get(h["video_id"]) == truth[record.video_id] for h in hits) / max(len(hits), 1)
+        same = sum(truth.get(hit["video_id"]) == truth[record.video_id] for hit in hits)
+        shares[record.video_id] = same / max(len(hits), 1)
     share = sum(shares.values()) / len(shares)
     test = [shares[r.video_id] for r in records if r.split == "test"]
     test_share = sum(test) / max(len(test), 1)

@@ -363,16 +363,17 @@ class Searcher:
             keep &= scores >= options.threshold
         scores, rows = scores[keep], rows[keep]
         table = self.store.rows.take(rows)
-        wanted = np.array([options.category in (None, videos[video_id].category) and video_id != options.exclude_video
-                           for video_id in table["video_id"]], dtype=bool)
+        wanted = [i for i, video_id in enumerate(table["video_id"])
+                  if options.category in (None, videos[video_id].category) and video_id != options.exclude_video]
         scores, rows = scores[wanted], rows[wanted]
-        table = {name: [values[i] for i in np.flatnonzero(wanted)] for name, values in table.items()}
+        table = {name: [values[i] for i in wanted] for name, values in table.items()}
         confidences, null_means = self.confidences(scores, rows, null)
         best = Best.of(scores, null_means)
         confidences = confidences * closeness(scores, best)
-        passing = np.ones(len(scores), bool) if options.min_confidence is None else confidences >= options.min_confidence
         moments: dict[str, list[Moment]] = {}
-        for i in np.flatnonzero(passing):
+        for i in range(len(scores)):
+            if options.min_confidence is not None and confidences[i] < options.min_confidence:
+                continue
             video_id = table["video_id"][i]
             moments.setdefault(video_id, []).append(Moment(table["start"][i], table["end"][i], float(scores[i]),
                                                            table["thumbnail"][i], float(confidences[i])))

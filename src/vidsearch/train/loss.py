@@ -89,8 +89,8 @@ def example_loss(text: torch.Tensor, video: torch.Tensor, frame: torch.Tensor, f
 
 
 def caption_similarity(text: torch.Tensor, own: torch.Tensor, *, motion: float) -> torch.Tensor:
-    """[n, n]: motion · tᵢ·tⱼ + (1 − motion) · t̄ᵢ·t̄ⱼ, where t̄ is the mean caption of a footage (a video's with its
-    time-reversed twin's in the batch, renormalised: what the footage shows, whichever way it runs)."""
+    """[n, n]: motion · tᵢ·tⱼ + (1 − motion) · t̄ᵢ·t̄ⱼ, where t̄ is the mean caption of a footage (a video's
+    with its time-reversed twin's in the batch, renormalised: what the footage shows, whichever way it runs)."""
     if motion >= 1.0:
         return text @ text.t()
     members = own.to(text.dtype)

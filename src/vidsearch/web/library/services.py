@@ -145,7 +145,8 @@ def _save_upload(upload: UploadedFile, path: Path) -> None:
 
 def run_upload_job(*, job_id: str) -> None:
     """The background steps of one upload, from where it stands (each step can be run again after an interruption):
-    check, keyframes, rows, captions. Any failure ends the job with its reason and removes its file and its keyframes."""
+    check, keyframes, rows, captions. Any failure ends the job with its reason and removes its file and its
+    keyframes."""
     job = UploadJob.objects.get(id=job_id)
     job.attempts += 1
     job.save(update_fields=["attempts", "updated"])

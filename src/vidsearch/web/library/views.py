@@ -1,4 +1,4 @@
-"""The pages (seed §4.5): search and results, player, uploads; and the files they show. Reads go through
+"""The pages (the thesis §4.5): search and results, player, uploads; and the files they show. Reads go through
 selectors, writes through services."""
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def home(request: HttpRequest) -> HttpResponse:
 
 
 def _random_search(request: HttpRequest, data: dict[str, Any]) -> HttpResponse:
-    """Seed §4.5.2: an empty query searches a random caption of the library, shown in the search box."""
+    """The thesis §4.5.2: an empty query searches a random caption of the library, shown in the search box."""
     caption = selectors.random_caption()
     if caption is None:
         return render(request, "library/home.html", {"form": SearchForm(), "no_captions": True})
